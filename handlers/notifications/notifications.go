@@ -1,0 +1,186 @@
+// Package notifications is a reactor: it tells users what happened to them,
+// one notification per event (a user registered; an order placed, paid,
+// cancelled or shipped), and lists a user's notifications.
+//
+// Notifications are recorded in a SQLite table keyed by the id of the event
+// that caused them (INSERT OR IGNORE), so a redelivered or re-published event
+// records nothing twice. Delivery to a mail or push service would read from
+// that table; the ids make it safe to retry.
+//
+// Register [Reactor.GroupHandlers] with a cqrs.EventGroupProcessor, one group
+// per events topic, with AckOnUnknownEvent set: the other events on those
+// topics are not this reactor's business.
+package notifications
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/components/cqrs"
+
+	"github.com/millrace/millrace/events"
+)
+
+// Kinds of notification.
+const (
+	KindWelcome        = "welcome"
+	KindOrderPlaced    = "order_placed"
+	KindOrderPaid      = "order_paid"
+	KindOrderCancelled = "order_cancelled"
+	KindOrderShipped   = "order_shipped"
+)
+
+// Notification is one message to a user.
+type Notification struct {
+	// EventID is the id (ce_id) of the event that caused the notification.
+	EventID   string    `json:"event_id"`
+	UserID    string    `json:"user_id"`
+	Kind      string    `json:"kind"`
+	Subject   string    `json:"subject"`
+	Body      string    `json:"body"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// timeLayout stores times as fixed-width UTC text, so that they sort as text.
+const timeLayout = "2006-01-02T15:04:05.000000000Z07:00"
+
+// Reactor records notifications in a SQLite database. It is safe for
+// concurrent use. It does not own the database: the caller closes it.
+type Reactor struct {
+	db  *sql.DB
+	now func() time.Time
+}
+
+// New creates the notifications table in db if needed. now stamps
+// notifications; time.Now when nil.
+func New(ctx context.Context, db *sql.DB, now func() time.Time) (*Reactor, error) {
+	if db == nil {
+		return nil, fmt.Errorf("create notifications reactor: no database given")
+	}
+	if now == nil {
+		now = time.Now
+	}
+	if _, err := db.ExecContext(ctx, `
+CREATE TABLE IF NOT EXISTS notifications (
+	event_id   TEXT PRIMARY KEY,
+	user_id    TEXT NOT NULL,
+	kind       TEXT NOT NULL,
+	subject    TEXT NOT NULL,
+	body       TEXT NOT NULL,
+	created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notifications_by_user ON notifications (user_id, created_at);`); err != nil {
+		return nil, fmt.Errorf("create notifications table: %w", err)
+	}
+	return &Reactor{db: db, now: now}, nil
+}
+
+// GroupHandlers returns the reactor's typed event handlers. An error means the
+// notification was not recorded and the event should be redelivered.
+func (r *Reactor) GroupHandlers() []cqrs.GroupEventHandler {
+	return []cqrs.GroupEventHandler{
+		cqrs.NewGroupEventHandler(func(ctx context.Context, e *events.UserRegistered) error {
+			return r.record(ctx, e.UserID, KindWelcome,
+				fmt.Sprintf("Welcome to millrace, %s", e.FullName),
+				fmt.Sprintf("Hello %s, your account %s is ready.", e.FullName, e.Email))
+		}),
+		cqrs.NewGroupEventHandler(func(ctx context.Context, e *events.OrderPlaced) error {
+			return r.record(ctx, e.UserID, KindOrderPlaced,
+				fmt.Sprintf("Order %s placed", e.OrderID),
+				fmt.Sprintf("We received your order %s: %s for %s.", e.OrderID, items(e.Lines), money(e.TotalCents, e.Currency)))
+		}),
+		cqrs.NewGroupEventHandler(func(ctx context.Context, e *events.OrderPaid) error {
+			body := fmt.Sprintf("We received your payment of %s for order %s.", money(e.AmountCents, e.Currency), e.OrderID)
+			if e.PaymentRef != "" {
+				body = fmt.Sprintf("We received your payment of %s for order %s (reference %s).",
+					money(e.AmountCents, e.Currency), e.OrderID, e.PaymentRef)
+			}
+			return r.record(ctx, e.UserID, KindOrderPaid, fmt.Sprintf("Payment received for order %s", e.OrderID), body)
+		}),
+		cqrs.NewGroupEventHandler(func(ctx context.Context, e *events.OrderCancelled) error {
+			body := fmt.Sprintf("Your order %s was cancelled.", e.OrderID)
+			if e.Reason != "" {
+				body = fmt.Sprintf("Your order %s was cancelled: %s.", e.OrderID, e.Reason)
+			}
+			if e.WasPaid {
+				body += " Your payment will be refunded in full."
+			}
+			return r.record(ctx, e.UserID, KindOrderCancelled, fmt.Sprintf("Order %s cancelled", e.OrderID), body)
+		}),
+		cqrs.NewGroupEventHandler(func(ctx context.Context, e *events.OrderShipped) error {
+			body := fmt.Sprintf("Your order %s is on its way.", e.OrderID)
+			if e.Carrier != "" {
+				body = fmt.Sprintf("Your order %s is on its way with %s.", e.OrderID, e.Carrier)
+			}
+			return r.record(ctx, e.UserID, KindOrderShipped, fmt.Sprintf("Order %s shipped", e.OrderID), body)
+		}),
+	}
+}
+
+// record stores one notification for the event being handled, once.
+func (r *Reactor) record(ctx context.Context, userID, kind, subject, body string) error {
+	msg := cqrs.OriginalMessageFromCtx(ctx)
+	if msg == nil {
+		return fmt.Errorf("record %s notification for user %s: no incoming event in context", kind, userID)
+	}
+	if _, err := r.db.ExecContext(ctx, `INSERT OR IGNORE INTO notifications
+		(event_id, user_id, kind, subject, body, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+		msg.UUID, userID, kind, subject, body, r.now().UTC().Format(timeLayout)); err != nil {
+		return fmt.Errorf("record %s notification of event %s for user %s: %w", kind, msg.UUID, userID, err)
+	}
+	return nil
+}
+
+// ForUser returns a user's notifications, newest first; none is an empty
+// result, not an error.
+func (r *Reactor) ForUser(ctx context.Context, userID string) ([]Notification, error) {
+	rows, err := r.db.QueryContext(ctx, `SELECT event_id, user_id, kind, subject, body, created_at
+		FROM notifications WHERE user_id = ? ORDER BY created_at DESC, rowid DESC`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("list notifications of user %s: %w", userID, err)
+	}
+	defer rows.Close()
+	var list []Notification
+	for rows.Next() {
+		var (
+			n       Notification
+			created string
+		)
+		if err := rows.Scan(&n.EventID, &n.UserID, &n.Kind, &n.Subject, &n.Body, &created); err != nil {
+			return nil, fmt.Errorf("list notifications of user %s: %w", userID, err)
+		}
+		if n.CreatedAt, err = time.Parse(timeLayout, created); err != nil {
+			return nil, fmt.Errorf("list notifications of user %s: notification %s: %w", userID, n.EventID, err)
+		}
+		list = append(list, n)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list notifications of user %s: %w", userID, err)
+	}
+	return list, nil
+}
+
+// items describes order lines for a reader: "1 item", "3 items".
+func items(lines []events.PricedLine) string {
+	n := 0
+	for _, l := range lines {
+		n += l.Quantity
+	}
+	if n == 1 {
+		return "1 item"
+	}
+	return fmt.Sprintf("%d items", n)
+}
+
+// money formats minor units as an amount, e.g. 1999 EUR as "19.99 EUR".
+func money(cents int64, currency string) string {
+	sign := ""
+	u := uint64(cents)
+	if cents < 0 {
+		sign = "-"
+		u = uint64(-(cents + 1)) + 1
+	}
+	return fmt.Sprintf("%s%d.%02d %s", sign, u/100, u%100, currency)
+}

@@ -1,0 +1,144 @@
+package kafka
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Defaults applied by Config when a field is left zero.
+const (
+	DefaultClientID            = "millrace"
+	DefaultKafkaVersion        = "3.6.0"
+	DefaultNackResendSleep     = 250 * time.Millisecond
+	DefaultReconnectRetrySleep = time.Second
+)
+
+// minKafkaVersion is the oldest protocol version the adapter speaks (Kafka
+// 2.4, the first with the consumer-group and header features it relies on).
+func minKafkaVersion() sarama.KafkaVersion { return sarama.V2_4_0_0 }
+
+// Config says which Kafka cluster to talk to and how. Only Brokers is
+// required; every other field has a default.
+type Config struct {
+	// Brokers are the bootstrap addresses, host:port each.
+	Brokers []string
+	// ClientID names this process to the brokers; DefaultClientID when empty.
+	ClientID string
+	// KafkaVersion is the protocol version the clients speak, e.g. "3.6.0";
+	// DefaultKafkaVersion when empty, and never older than 2.4.0.
+	KafkaVersion string
+	// NackResendSleep is how long a subscriber waits before redelivering a
+	// nacked message; DefaultNackResendSleep when zero.
+	NackResendSleep time.Duration
+	// ReconnectRetrySleep is how long a subscriber waits between attempts to
+	// reconnect to the brokers; DefaultReconnectRetrySleep when zero.
+	ReconnectRetrySleep time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.ClientID == "" {
+		c.ClientID = DefaultClientID
+	}
+	if c.KafkaVersion == "" {
+		c.KafkaVersion = DefaultKafkaVersion
+	}
+	if c.NackResendSleep == 0 {
+		c.NackResendSleep = DefaultNackResendSleep
+	}
+	if c.ReconnectRetrySleep == 0 {
+		c.ReconnectRetrySleep = DefaultReconnectRetrySleep
+	}
+}
+
+// Validate reports every problem with c at once. Fields left zero are fine
+// where a default applies.
+func (c Config) Validate() error {
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("kafka brokers: none given, set at least one host:port"))
+	}
+	for _, b := range c.Brokers {
+		if _, port, err := net.SplitHostPort(b); err != nil || port == "" {
+			errs = append(errs, fmt.Errorf("kafka broker %q: want host:port", b))
+		}
+	}
+	if c.KafkaVersion != "" {
+		v, err := sarama.ParseKafkaVersion(c.KafkaVersion)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("kafka version %q: %w", c.KafkaVersion, err))
+		case !v.IsAtLeast(minKafkaVersion()):
+			errs = append(errs, fmt.Errorf("kafka version %q: older than the supported minimum %s", c.KafkaVersion, minKafkaVersion()))
+		}
+	}
+	if c.NackResendSleep < 0 {
+		errs = append(errs, fmt.Errorf("nack resend sleep %s: must not be negative", c.NackResendSleep))
+	}
+	if c.ReconnectRetrySleep < 0 {
+		errs = append(errs, fmt.Errorf("reconnect retry sleep %s: must not be negative", c.ReconnectRetrySleep))
+	}
+	return errors.Join(errs...)
+}
+
+// Sarama returns a new Sarama configuration for c, with defaults applied:
+//   - the protocol version from KafkaVersion;
+//   - an idempotent producer that waits for all in-sync replicas and
+//     returns successes (what watermill-kafka's sync publisher needs), so a
+//     retried produce neither duplicates nor reorders records;
+//   - Sarama's hash partitioner on the record key, so one key (one
+//     aggregate) always lands in the same partition;
+//   - no automatic topic creation: topics are declared with EnsureTopics;
+//   - consumer groups without a committed offset start at the oldest record.
+//
+// Call Validate first: an unparsable KafkaVersion falls back to the default
+// here.
+func (c Config) Sarama() *sarama.Config {
+	c.setDefaults()
+	version, err := sarama.ParseKafkaVersion(c.KafkaVersion)
+	if err != nil || !version.IsAtLeast(minKafkaVersion()) {
+		version, _ = sarama.ParseKafkaVersion(DefaultKafkaVersion)
+	}
+
+	sc := sarama.NewConfig()
+	sc.Version = version
+	sc.ClientID = c.ClientID
+	sc.Metadata.AllowAutoTopicCreation = false
+
+	sc.Producer.RequiredAcks = sarama.WaitForAll
+	sc.Producer.Return.Successes = true
+	sc.Producer.Return.Errors = true
+	sc.Producer.Partitioner = sarama.NewHashPartitioner
+	sc.Producer.Idempotent = true
+	sc.Producer.Retry.Max = 10
+	sc.Net.MaxOpenRequests = 1 // required by the idempotent producer
+
+	sc.Consumer.Return.Errors = true
+	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
+	return sc
+}
+
+// kgoOptions are the franz-go client options for c, used by the admin,
+// inspection and tailing helpers.
+func (c Config) kgoOptions(extra ...kgo.Opt) []kgo.Opt {
+	c.setDefaults()
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(c.Brokers...),
+		kgo.ClientID(c.ClientID),
+	}
+	return append(opts, extra...)
+}
+
+// prepare applies defaults and validates, for the functions that take a
+// Config by value.
+func (c Config) prepare() (Config, error) {
+	c.setDefaults()
+	if err := c.Validate(); err != nil {
+		return c, fmt.Errorf("invalid kafka config: %w", err)
+	}
+	return c, nil
+}

@@ -1,0 +1,94 @@
+package kafka_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"github.com/millrace/millrace/platform/kafka"
+)
+
+func TestConfigValidate(t *testing.T) {
+	cases := []struct {
+		name string
+		cfg  kafka.Config
+		want []string // substrings of the error; none: valid
+	}{
+		{name: "brokers only", cfg: kafka.Config{Brokers: []string{"127.0.0.1:9092"}}},
+		{name: "everything set", cfg: kafka.Config{Brokers: []string{"kafka-1:9092", "kafka-2:9092"}, ClientID: "gw", KafkaVersion: "2.4.0", NackResendSleep: time.Second, ReconnectRetrySleep: time.Second}},
+		{name: "no brokers", cfg: kafka.Config{}, want: []string{"brokers"}},
+		{name: "broker without port", cfg: kafka.Config{Brokers: []string{"kafka-1"}}, want: []string{`"kafka-1"`}},
+		{name: "unknown version", cfg: kafka.Config{Brokers: []string{"k:1"}, KafkaVersion: "three"}, want: []string{`"three"`}},
+		{name: "version too old", cfg: kafka.Config{Brokers: []string{"k:1"}, KafkaVersion: "2.1.0"}, want: []string{"older than"}},
+		{
+			name: "every problem at once",
+			cfg:  kafka.Config{KafkaVersion: "2.0.0", NackResendSleep: -1, ReconnectRetrySleep: -1},
+			want: []string{"brokers", "older than", "nack resend", "reconnect retry"},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.cfg.Validate()
+			if len(tc.want) == 0 {
+				if err != nil {
+					t.Fatalf("Validate() = %v, want nil", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Validate() = nil, want an error mentioning %v", tc.want)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestConfigSarama(t *testing.T) {
+	sc := kafka.Config{Brokers: []string{"127.0.0.1:9092"}}.Sarama()
+	if err := sc.Validate(); err != nil {
+		t.Fatalf("Sarama config does not validate: %v", err)
+	}
+	checks := []struct {
+		name string
+		ok   bool
+	}{
+		{"protocol version at least 2.4", sc.Version.IsAtLeast(sarama.V2_4_0_0)},
+		{"client id defaulted", sc.ClientID == kafka.DefaultClientID},
+		{"new groups start at the oldest record", sc.Consumer.Offsets.Initial == sarama.OffsetOldest},
+		{"producer waits for all replicas", sc.Producer.RequiredAcks == sarama.WaitForAll},
+		{"producer returns successes", sc.Producer.Return.Successes},
+		{"idempotent producer", sc.Producer.Idempotent},
+		{"no automatic topic creation", !sc.Metadata.AllowAutoTopicCreation},
+	}
+	for _, c := range checks {
+		if !c.ok {
+			t.Errorf("%s: not so", c.name)
+		}
+	}
+
+	// The partitioner hashes the key: one key, one partition, every time.
+	p := sc.Producer.Partitioner("t")
+	if !p.RequiresConsistency() {
+		t.Error("partitioner does not promise consistency per key")
+	}
+	for _, key := range []string{"order-1", "order-2", "user-77"} {
+		first, err := p.Partition(&sarama.ProducerMessage{Key: sarama.StringEncoder(key)}, 6)
+		if err != nil {
+			t.Fatalf("partition %s: %v", key, err)
+		}
+		again, _ := sc.Producer.Partitioner("t").Partition(&sarama.ProducerMessage{Key: sarama.StringEncoder(key)}, 6)
+		if first != again {
+			t.Errorf("key %s went to partitions %d and %d", key, first, again)
+		}
+	}
+
+	if v := (kafka.Config{Brokers: []string{"k:1"}, KafkaVersion: "2.8.0"}).Sarama().Version; v != sarama.V2_8_0_0 {
+		t.Errorf("KafkaVersion 2.8.0 gave %s", v)
+	}
+}

@@ -1,0 +1,162 @@
+package kafka
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+
+	"github.com/IBM/sarama"
+	wmkafka "github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/millrace/millrace/platform/cloudevents"
+)
+
+// Marshaler maps Watermill messages to Kafka records in the CloudEvents
+// binary content mode, and back. It implements watermill-kafka's
+// MarshalerUnmarshaler and is safe for concurrent use.
+//
+// Marshal: the record value is the payload; every metadata entry becomes a
+// header of the same name (metadata keys are the CloudEvents header names, see
+// package cloudevents), except the transport keys of cloudevents.TransportKeys;
+// ce_id is the message UUID and ce_specversion defaults to "1.0". The record
+// key is the ce_partitionkey metadata (no key when it is empty), so Sarama's
+// hash partitioner keeps one aggregate in one partition. When the message
+// context holds a valid span and the metadata carries no traceparent, the
+// span's W3C trace context is written as traceparent and tracestate.
+//
+// Unmarshal: every header becomes metadata and the UUID is ce_id. A record
+// without ce_id (written by a producer that is not millrace) gets a UUID
+// derived from its topic, partition and offset, so it keeps its id when it is
+// redelivered. A record key with no ce_partitionkey header becomes
+// ce_partitionkey. The record's position is set as x-kafka-topic,
+// x-kafka-partition and x-kafka-offset (see Position).
+type Marshaler struct{}
+
+var _ wmkafka.MarshalerUnmarshaler = Marshaler{}
+
+// Marshal turns msg into a record for topic.
+func (Marshaler) Marshal(topic string, msg *message.Message) (*sarama.ProducerMessage, error) {
+	if msg == nil {
+		return nil, fmt.Errorf("marshal message for %s: message is nil", topic)
+	}
+	if msg.UUID == "" {
+		return nil, fmt.Errorf("marshal message for %s: message has no UUID to use as ce_id", topic)
+	}
+
+	// Inject the trace context of the message's span unless the message
+	// already carries one (a message forwarded with its original trace).
+	var traceHeaders propagation.MapCarrier
+	if msg.Metadata.Get(cloudevents.Traceparent) == "" {
+		if ctx := msg.Context(); trace.SpanContextFromContext(ctx).IsValid() {
+			traceHeaders = propagation.MapCarrier{}
+			propagation.TraceContext{}.Inject(ctx, traceHeaders)
+		}
+	}
+
+	keys := make([]string, 0, len(msg.Metadata))
+	for k := range msg.Metadata {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+
+	transport := cloudevents.TransportKeys()
+	headers := make([]sarama.RecordHeader, 0, len(keys)+3)
+	headers = append(headers, header(cloudevents.ID, msg.UUID))
+	hasSpecVersion := false
+	for _, k := range keys {
+		v := msg.Metadata[k]
+		switch {
+		case k == "", k == cloudevents.ID, slices.Contains(transport, k):
+			continue
+		case k == cloudevents.SpecVersion:
+			if v == "" {
+				continue
+			}
+			hasSpecVersion = true
+		case k == cloudevents.Tracestate && traceHeaders != nil:
+			continue // replaced by the injected trace context
+		}
+		headers = append(headers, header(k, v))
+	}
+	if !hasSpecVersion {
+		headers = append(headers, header(cloudevents.SpecVersion, cloudevents.Version))
+	}
+	for _, k := range []string{cloudevents.Traceparent, cloudevents.Tracestate} {
+		if v := traceHeaders.Get(k); v != "" {
+			headers = append(headers, header(k, v))
+		}
+	}
+
+	rec := &sarama.ProducerMessage{Topic: topic, Headers: headers}
+	if msg.Payload != nil {
+		rec.Value = sarama.ByteEncoder(msg.Payload)
+	}
+	if key := msg.Metadata.Get(cloudevents.PartitionKey); key != "" {
+		rec.Key = sarama.StringEncoder(key)
+	}
+	return rec, nil
+}
+
+// Unmarshal turns a consumed record into a message. It fails only for a nil
+// record: any record a broker delivers becomes a message, because a record
+// that cannot be unmarshalled would stop its partition for good.
+func (Marshaler) Unmarshal(rec *sarama.ConsumerMessage) (*message.Message, error) {
+	if rec == nil {
+		return nil, errors.New("unmarshal kafka record: record is nil")
+	}
+	md := make(message.Metadata, len(rec.Headers)+4)
+	for _, h := range rec.Headers {
+		if h == nil || len(h.Key) == 0 {
+			continue
+		}
+		md[string(h.Key)] = string(h.Value)
+	}
+
+	id := md[cloudevents.ID]
+	if id == "" {
+		id = recordID(rec.Topic, rec.Partition, rec.Offset)
+		md[cloudevents.ID] = id
+	}
+	if md[cloudevents.PartitionKey] == "" && len(rec.Key) > 0 {
+		md[cloudevents.PartitionKey] = string(rec.Key)
+	}
+	md[cloudevents.KafkaTopic] = rec.Topic
+	md[cloudevents.KafkaPartition] = strconv.FormatInt(int64(rec.Partition), 10)
+	md[cloudevents.KafkaOffset] = strconv.FormatInt(rec.Offset, 10)
+
+	msg := message.NewMessage(id, rec.Value)
+	msg.Metadata = md
+	return msg, nil
+}
+
+// Position returns where a consumed message was read from, as set by
+// Marshaler.Unmarshal. ok is false when msg carries no valid position (it
+// was not read from Kafka).
+func Position(msg *message.Message) (topic string, partition int32, offset int64, ok bool) {
+	if msg == nil {
+		return "", 0, 0, false
+	}
+	topic = msg.Metadata.Get(cloudevents.KafkaTopic)
+	p, perr := strconv.ParseInt(msg.Metadata.Get(cloudevents.KafkaPartition), 10, 32)
+	o, oerr := strconv.ParseInt(msg.Metadata.Get(cloudevents.KafkaOffset), 10, 64)
+	if topic == "" || perr != nil || oerr != nil || p < 0 || o < 0 {
+		return "", 0, 0, false
+	}
+	return topic, int32(p), o, true
+}
+
+// recordID is the id of a record that has no ce_id: a name-based (SHA-1)
+// UUID of its position, the same every time the record is read.
+func recordID(topic string, partition int32, offset int64) string {
+	name := "kafka://" + topic + "/" + strconv.FormatInt(int64(partition), 10) + "/" + strconv.FormatInt(offset, 10)
+	return uuid.NewSHA1(uuid.NameSpaceURL, []byte(name)).String()
+}
+
+func header(k, v string) sarama.RecordHeader {
+	return sarama.RecordHeader{Key: []byte(k), Value: []byte(v)}
+}

@@ -1,0 +1,389 @@
+// Package commands is the command log: for every command id, what became of
+// it (pending, succeeded with the events it caused, or rejected with a code
+// and reason). The gateway records each command it accepts ([Projection.Accept])
+// and answers GET /v1/commands/{id} from it ([Projection.Get], [Projection.Wait]);
+// a projections.Runner folds the command and event topics into it.
+//
+// Commands and their events travel on different topics and may be consumed in
+// either order: an event can complete a command the log has not seen yet, and
+// the command, when it arrives, only fills in what was missing. A completed
+// outcome is never turned back into a pending one.
+//
+// Its table carries the projection version in its name (commands_v1_…).
+package commands
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/millrace/millrace/events"
+	"github.com/millrace/millrace/projections"
+)
+
+// Status is what became of a command.
+type Status string
+
+// Statuses of a command.
+const (
+	StatusPending   Status = "pending"
+	StatusSucceeded Status = "succeeded"
+	StatusRejected  Status = "rejected"
+)
+
+// ErrNotFound is returned for a command id the log does not know.
+var ErrNotFound = errors.New("command not found")
+
+// Outcome is what the log knows of one command.
+type Outcome struct {
+	CommandID   string `json:"command_id"`
+	Type        string `json:"type"`
+	AggregateID string `json:"aggregate_id"`
+	Status      Status `json:"status"`
+	// EventIDs and EventTypes are the events the command caused, in the
+	// order the log saw them.
+	EventIDs   []string `json:"event_ids,omitempty"`
+	EventTypes []string `json:"event_types,omitempty"`
+	// Code and Reason explain a rejection (see the events.Code… constants).
+	Code   string `json:"code,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	// AcceptedAt is when the gateway accepted the command; zero while only
+	// its events are known.
+	AcceptedAt  time.Time  `json:"accepted_at"`
+	CompletedAt *time.Time `json:"completed_at,omitempty"`
+	// RequestHash is the gateway's digest of the request that carried the
+	// command, to tell a retry from a different request reusing an id.
+	RequestHash string `json:"-"`
+}
+
+// Accepted is a command as the gateway accepted it.
+type Accepted struct {
+	CommandID, Type, AggregateID, RequestHash string
+	AcceptedAt                                time.Time
+}
+
+// pollInterval is how often Wait reads the log.
+const pollInterval = 10 * time.Millisecond
+
+// Projection is the command log. Apply is called by a projections.Runner;
+// the other methods are safe for concurrent use with it and with each other.
+// It does not own the database.
+type Projection struct {
+	db *sql.DB
+}
+
+// New returns the command log, reading and writing db.
+func New(db *sql.DB) *Projection { return &Projection{db: db} }
+
+// Name implements projections.Projection.
+func (*Projection) Name() string { return "commands" }
+
+// Version implements projections.Projection.
+func (*Projection) Version() int { return 1 }
+
+// Topics implements projections.Projection.
+func (*Projection) Topics() []string {
+	return []string{events.TopicUserCommands, events.TopicOrderCommands, events.TopicUserEvents, events.TopicOrderEvents}
+}
+
+// WantsCommands implements projections.CommandConsumer: the log needs the
+// commands themselves, not only their events.
+func (*Projection) WantsCommands() bool { return true }
+
+// Times are stored as Unix nanoseconds, 0 for none.
+const setupSQL = `
+CREATE TABLE IF NOT EXISTS commands_v1_outcomes (
+	command_id   TEXT PRIMARY KEY,
+	type         TEXT    NOT NULL,
+	aggregate_id TEXT    NOT NULL,
+	status       TEXT    NOT NULL,
+	event_ids    TEXT    NOT NULL,
+	event_types  TEXT    NOT NULL,
+	code         TEXT    NOT NULL,
+	reason       TEXT    NOT NULL,
+	accepted_at  INTEGER NOT NULL,
+	completed_at INTEGER NOT NULL,
+	request_hash TEXT    NOT NULL
+) WITHOUT ROWID;`
+
+// Setup implements projections.Projection.
+func (*Projection) Setup(ctx context.Context, tx *sql.Tx) error {
+	if _, err := tx.ExecContext(ctx, setupSQL); err != nil {
+		return fmt.Errorf("create command log table: %w", err)
+	}
+	return nil
+}
+
+// Apply implements projections.Projection:
+//   - a command makes a pending outcome, or fills in the type, aggregate id
+//     and acceptance time of one its events created first;
+//   - a CommandRejected marks its command rejected with code and reason;
+//   - any other event with a causation id marks its command succeeded and
+//     adds its id and type to the outcome.
+//
+// Events without a causation id are not about a command and are ignored.
+func (*Projection) Apply(ctx context.Context, tx *sql.Tx, e projections.Event) error {
+	if t, ok := events.Lookup(e.Type); ok && t.Kind == events.KindCommand {
+		return update(ctx, tx, e.ID, func(o *Outcome) {
+			o.Type = e.Type
+			if e.Key != "" {
+				o.AggregateID = e.Key
+			}
+			if o.AcceptedAt.IsZero() {
+				o.AcceptedAt = e.Time
+			}
+		})
+	}
+
+	if r, ok := e.Data.(*events.CommandRejected); ok {
+		id := r.CommandID
+		if id == "" {
+			id = e.CausationID
+		}
+		if id == "" {
+			return nil
+		}
+		return update(ctx, tx, id, func(o *Outcome) {
+			fill(&o.Type, r.CommandType)
+			fill(&o.AggregateID, r.AggregateID)
+			if o.Status != StatusPending {
+				return
+			}
+			o.Status, o.Code, o.Reason = StatusRejected, r.Code, r.Reason
+			o.CompletedAt = completedAt(r.RejectedAt, e.Time)
+		})
+	}
+
+	if e.CausationID == "" {
+		return nil
+	}
+	return update(ctx, tx, e.CausationID, func(o *Outcome) {
+		fill(&o.AggregateID, e.Key)
+		if o.Status == StatusRejected {
+			return
+		}
+		if o.Status == StatusPending {
+			o.Status = StatusSucceeded
+			o.CompletedAt = completedAt(e.Time, time.Time{})
+		}
+		if !slices.Contains(o.EventIDs, e.ID) {
+			o.EventIDs = append(o.EventIDs, e.ID)
+			o.EventTypes = append(o.EventTypes, e.Type)
+		}
+	})
+}
+
+// Accept records a command the gateway accepted, as pending, and returns it
+// with created true. For an id already known it returns what is known, with
+// created false, after filling in whatever of a that was still missing (when
+// the log learnt of the command from its events first).
+func (p *Projection) Accept(ctx context.Context, a Accepted) (current Outcome, created bool, err error) {
+	if a.CommandID == "" {
+		return Outcome{}, false, errors.New("accept command: a command id is required")
+	}
+	tx, err := p.db.BeginTx(ctx, nil)
+	if err != nil {
+		return Outcome{}, false, fmt.Errorf("accept command %s: begin: %w", a.CommandID, err)
+	}
+	defer func() { _ = tx.Rollback() }() // a no-op after Commit
+
+	o, found, err := load(ctx, tx, a.CommandID)
+	if err != nil {
+		return Outcome{}, false, fmt.Errorf("accept command %s: %w", a.CommandID, err)
+	}
+	if !found {
+		o = Outcome{CommandID: a.CommandID, Status: StatusPending}
+	}
+	fill(&o.Type, a.Type)
+	fill(&o.AggregateID, a.AggregateID)
+	fill(&o.RequestHash, a.RequestHash)
+	if o.AcceptedAt.IsZero() {
+		o.AcceptedAt = a.AcceptedAt.UTC()
+	}
+	if err := store(ctx, tx, o); err != nil {
+		return Outcome{}, false, fmt.Errorf("accept command %s: %w", a.CommandID, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return Outcome{}, false, fmt.Errorf("accept command %s: commit: %w", a.CommandID, err)
+	}
+	return o, !found, nil
+}
+
+// Get returns what the log knows of a command, or ErrNotFound.
+func (p *Projection) Get(ctx context.Context, id string) (Outcome, error) {
+	o, found, err := load(ctx, p.db, id)
+	if err != nil {
+		return Outcome{}, fmt.Errorf("read command %s: %w", id, err)
+	}
+	if !found {
+		return Outcome{}, fmt.Errorf("read command %s: %w", id, ErrNotFound)
+	}
+	return o, nil
+}
+
+// Wait returns a command's outcome once it is no longer pending, reading the
+// log every 10 ms. When ctx is done first it returns the latest outcome read,
+// still pending, and a nil error; if the log never knew the command by then,
+// ErrNotFound. Other read failures are returned at once.
+func (p *Projection) Wait(ctx context.Context, id string) (Outcome, error) {
+	ticker := time.NewTicker(pollInterval)
+	defer ticker.Stop()
+	var (
+		latest Outcome
+		known  bool
+	)
+	for {
+		o, err := p.Get(ctx, id)
+		switch {
+		case err == nil:
+			latest, known = o, true
+			if o.Status != StatusPending {
+				return o, nil
+			}
+		case ctx.Err() != nil:
+			// The read failed because ctx is done: answer with what is known.
+		case !errors.Is(err, ErrNotFound):
+			return Outcome{}, fmt.Errorf("wait for command %s: %w", id, err)
+		}
+		select {
+		case <-ctx.Done():
+			if !known {
+				return Outcome{}, fmt.Errorf("wait for command %s: %w", id, ErrNotFound)
+			}
+			return latest, nil
+		case <-ticker.C:
+		}
+	}
+}
+
+// update loads the outcome of a command (a new pending one if unknown),
+// changes it and stores it.
+func update(ctx context.Context, tx *sql.Tx, id string, change func(*Outcome)) error {
+	o, found, err := load(ctx, tx, id)
+	if err != nil {
+		return fmt.Errorf("update command %s: %w", id, err)
+	}
+	if !found {
+		o = Outcome{CommandID: id, Status: StatusPending}
+	}
+	change(&o)
+	if err := store(ctx, tx, o); err != nil {
+		return fmt.Errorf("update command %s: %w", id, err)
+	}
+	return nil
+}
+
+// queryer is a *sql.DB or a *sql.Tx.
+type queryer interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func load(ctx context.Context, q queryer, id string) (Outcome, bool, error) {
+	var (
+		o                   Outcome
+		status              string
+		ids, types          string
+		accepted, completed int64
+	)
+	err := q.QueryRowContext(ctx, `
+SELECT command_id, type, aggregate_id, status, event_ids, event_types, code, reason, accepted_at, completed_at, request_hash
+FROM commands_v1_outcomes WHERE command_id = ?`, id).Scan(
+		&o.CommandID, &o.Type, &o.AggregateID, &status, &ids, &types, &o.Code, &o.Reason, &accepted, &completed, &o.RequestHash)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Outcome{}, false, nil
+	}
+	if err != nil {
+		return Outcome{}, false, fmt.Errorf("load outcome: %w", err)
+	}
+	o.Status = Status(status)
+	if err := json.Unmarshal([]byte(ids), &o.EventIDs); err != nil {
+		return Outcome{}, false, fmt.Errorf("load outcome: decode event ids: %w", err)
+	}
+	if err := json.Unmarshal([]byte(types), &o.EventTypes); err != nil {
+		return Outcome{}, false, fmt.Errorf("load outcome: decode event types: %w", err)
+	}
+	if len(o.EventIDs) == 0 {
+		o.EventIDs, o.EventTypes = nil, nil
+	}
+	o.AcceptedAt = fromNanos(accepted)
+	if completed != 0 {
+		t := fromNanos(completed)
+		o.CompletedAt = &t
+	}
+	return o, true, nil
+}
+
+func store(ctx context.Context, tx *sql.Tx, o Outcome) error {
+	ids, err := json.Marshal(nonNil(o.EventIDs))
+	if err != nil {
+		return fmt.Errorf("store outcome: encode event ids: %w", err)
+	}
+	types, err := json.Marshal(nonNil(o.EventTypes))
+	if err != nil {
+		return fmt.Errorf("store outcome: encode event types: %w", err)
+	}
+	var completed int64
+	if o.CompletedAt != nil {
+		completed = nanos(*o.CompletedAt)
+	}
+	_, err = tx.ExecContext(ctx, `
+INSERT INTO commands_v1_outcomes
+	(command_id, type, aggregate_id, status, event_ids, event_types, code, reason, accepted_at, completed_at, request_hash)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (command_id) DO UPDATE SET
+	type = excluded.type, aggregate_id = excluded.aggregate_id, status = excluded.status,
+	event_ids = excluded.event_ids, event_types = excluded.event_types, code = excluded.code,
+	reason = excluded.reason, accepted_at = excluded.accepted_at, completed_at = excluded.completed_at,
+	request_hash = excluded.request_hash`,
+		o.CommandID, o.Type, o.AggregateID, string(o.Status), string(ids), string(types), o.Code, o.Reason,
+		nanos(o.AcceptedAt), completed, o.RequestHash)
+	if err != nil {
+		return fmt.Errorf("store outcome: %w", err)
+	}
+	return nil
+}
+
+// fill sets *dst to v when *dst is empty.
+func fill(dst *string, v string) {
+	if *dst == "" {
+		*dst = v
+	}
+}
+
+// completedAt returns the first non-zero time, in UTC, or nil.
+func completedAt(times ...time.Time) *time.Time {
+	for _, t := range times {
+		if !t.IsZero() {
+			t = t.UTC()
+			return &t
+		}
+	}
+	return nil
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// nanos stores a time as Unix nanoseconds; the zero time as 0.
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// fromNanos reads a time stored by nanos, in UTC.
+func fromNanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}

@@ -1,0 +1,253 @@
+// Package orders is the read model of orders: each order's details and
+// status, and the orders of each user, newest first. It folds users.events and
+// orders.events, run by a projections.Runner, and answers the gateway's
+// GET /v1/orders/{id} and GET /v1/users/{id}/orders.
+//
+// Its tables carry the projection version in their names (orders_v1_…), so
+// that a new version rebuilds beside the one that serves.
+package orders
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/millrace/millrace/events"
+	"github.com/millrace/millrace/projections"
+)
+
+// Errors of the queries.
+var (
+	ErrNotFound     = errors.New("order not found")
+	ErrUserNotFound = errors.New("user not found")
+)
+
+// Order statuses.
+const (
+	StatusPlaced    = "placed"
+	StatusPaid      = "paid"
+	StatusCancelled = "cancelled"
+	StatusShipped   = "shipped"
+)
+
+// Order is one order as the read model knows it.
+type Order struct {
+	OrderID      string              `json:"order_id"`
+	UserID       string              `json:"user_id"`
+	Status       string              `json:"status"` // placed|paid|cancelled|shipped
+	Lines        []events.PricedLine `json:"lines"`
+	TotalCents   int64               `json:"total_cents"`
+	Currency     string              `json:"currency"`
+	PlacedAt     time.Time           `json:"placed_at"`
+	PaidAt       *time.Time          `json:"paid_at,omitempty"`
+	CancelledAt  *time.Time          `json:"cancelled_at,omitempty"`
+	CancelReason string              `json:"cancel_reason,omitempty"`
+	ShippedAt    *time.Time          `json:"shipped_at,omitempty"`
+	Carrier      string              `json:"carrier,omitempty"`
+	UpdatedAt    time.Time           `json:"updated_at"`
+}
+
+// Summary is one line of a user's list of orders.
+type Summary struct {
+	OrderID    string    `json:"order_id"`
+	Status     string    `json:"status"`
+	TotalCents int64     `json:"total_cents"`
+	Currency   string    `json:"currency"`
+	PlacedAt   time.Time `json:"placed_at"`
+}
+
+// Projection is the orders read model. Apply is called by a
+// projections.Runner; the query methods are safe for concurrent use with it
+// and with each other. It does not own the database.
+type Projection struct {
+	db *sql.DB
+}
+
+// New returns the orders projection, reading and writing db.
+func New(db *sql.DB) *Projection { return &Projection{db: db} }
+
+// Name implements projections.Projection.
+func (*Projection) Name() string { return "orders" }
+
+// Version implements projections.Projection.
+func (*Projection) Version() int { return 1 }
+
+// Topics implements projections.Projection.
+func (*Projection) Topics() []string {
+	return []string{events.TopicUserEvents, events.TopicOrderEvents}
+}
+
+// Times are stored as Unix nanoseconds, so that they sort as numbers (see nanos).
+const setupSQL = `
+CREATE TABLE IF NOT EXISTS orders_v1_users (
+	user_id       TEXT PRIMARY KEY,
+	registered_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS orders_v1_orders (
+	order_id      TEXT PRIMARY KEY,
+	user_id       TEXT    NOT NULL,
+	status        TEXT    NOT NULL,
+	lines         TEXT    NOT NULL,
+	total_cents   INTEGER NOT NULL,
+	currency      TEXT    NOT NULL,
+	placed_at     INTEGER NOT NULL,
+	paid_at       INTEGER,
+	cancelled_at  INTEGER,
+	cancel_reason TEXT    NOT NULL DEFAULT '',
+	shipped_at    INTEGER,
+	carrier       TEXT    NOT NULL DEFAULT '',
+	updated_at    INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS orders_v1_orders_by_user ON orders_v1_orders (user_id, placed_at DESC, order_id DESC);`
+
+// Setup implements projections.Projection.
+func (*Projection) Setup(ctx context.Context, tx *sql.Tx) error {
+	if _, err := tx.ExecContext(ctx, setupSQL); err != nil {
+		return fmt.Errorf("create orders tables: %w", err)
+	}
+	return nil
+}
+
+// Apply implements projections.Projection. Events of one order arrive in
+// order (one key, one partition). An event about an order the read model has
+// not seen placed (consumption started after it) changes nothing. Other
+// types are ignored.
+func (*Projection) Apply(ctx context.Context, tx *sql.Tx, e projections.Event) error {
+	var err error
+	switch d := e.Data.(type) {
+	case *events.UserRegistered:
+		_, err = tx.ExecContext(ctx,
+			`INSERT INTO orders_v1_users (user_id, registered_at) VALUES (?, ?) ON CONFLICT (user_id) DO NOTHING`,
+			d.UserID, nanos(d.RegisteredAt))
+	case *events.OrderPlaced:
+		var lines []byte
+		lines, err = json.Marshal(nonNil(d.Lines))
+		if err != nil {
+			return fmt.Errorf("encode lines of order %s: %w", d.OrderID, err)
+		}
+		_, err = tx.ExecContext(ctx, `
+INSERT INTO orders_v1_orders (order_id, user_id, status, lines, total_cents, currency, placed_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING`,
+			d.OrderID, d.UserID, StatusPlaced, string(lines), d.TotalCents, d.Currency, nanos(d.PlacedAt), nanos(d.PlacedAt))
+	case *events.OrderPaid:
+		_, err = tx.ExecContext(ctx,
+			`UPDATE orders_v1_orders SET status = ?, paid_at = ?, updated_at = ? WHERE order_id = ?`,
+			StatusPaid, nanos(d.PaidAt), nanos(d.PaidAt), d.OrderID)
+	case *events.OrderCancelled:
+		_, err = tx.ExecContext(ctx,
+			`UPDATE orders_v1_orders SET status = ?, cancelled_at = ?, cancel_reason = ?, updated_at = ? WHERE order_id = ?`,
+			StatusCancelled, nanos(d.CancelledAt), d.Reason, nanos(d.CancelledAt), d.OrderID)
+	case *events.OrderShipped:
+		_, err = tx.ExecContext(ctx,
+			`UPDATE orders_v1_orders SET status = ?, shipped_at = ?, carrier = ?, updated_at = ? WHERE order_id = ?`,
+			StatusShipped, nanos(d.ShippedAt), d.Carrier, nanos(d.ShippedAt), d.OrderID)
+	default:
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("apply %s %s to orders: %w", e.Type, e.ID, err)
+	}
+	return nil
+}
+
+// Order returns one order, or ErrNotFound.
+func (p *Projection) Order(ctx context.Context, id string) (Order, error) {
+	var (
+		o                        Order
+		lines                    string
+		placed, updated          int64
+		paid, cancelled, shipped sql.NullInt64
+	)
+	err := p.db.QueryRowContext(ctx, `
+SELECT order_id, user_id, status, lines, total_cents, currency, placed_at, paid_at,
+       cancelled_at, cancel_reason, shipped_at, carrier, updated_at
+FROM orders_v1_orders WHERE order_id = ?`, id).Scan(
+		&o.OrderID, &o.UserID, &o.Status, &lines, &o.TotalCents, &o.Currency, &placed, &paid,
+		&cancelled, &o.CancelReason, &shipped, &o.Carrier, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Order{}, fmt.Errorf("read order %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Order{}, fmt.Errorf("read order %s: %w", id, err)
+	}
+	if err := json.Unmarshal([]byte(lines), &o.Lines); err != nil {
+		return Order{}, fmt.Errorf("read order %s: decode lines: %w", id, err)
+	}
+	o.PlacedAt = fromNanos(placed)
+	o.UpdatedAt = fromNanos(updated)
+	o.PaidAt = fromNullNanos(paid)
+	o.CancelledAt = fromNullNanos(cancelled)
+	o.ShippedAt = fromNullNanos(shipped)
+	return o, nil
+}
+
+// UserOrders returns a user's orders, newest first: an empty slice for a user
+// without orders, ErrUserNotFound for a user never registered.
+func (p *Projection) UserOrders(ctx context.Context, userID string) ([]Summary, error) {
+	var one int
+	err := p.db.QueryRowContext(ctx, `SELECT 1 FROM orders_v1_users WHERE user_id = ?`, userID).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("read orders of user %s: %w", userID, ErrUserNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read orders of user %s: %w", userID, err)
+	}
+
+	rows, err := p.db.QueryContext(ctx, `
+SELECT order_id, status, total_cents, currency, placed_at FROM orders_v1_orders
+WHERE user_id = ? ORDER BY placed_at DESC, order_id DESC`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("read orders of user %s: %w", userID, err)
+	}
+	defer rows.Close()
+	list := []Summary{}
+	for rows.Next() {
+		var (
+			s      Summary
+			placed int64
+		)
+		if err := rows.Scan(&s.OrderID, &s.Status, &s.TotalCents, &s.Currency, &placed); err != nil {
+			return nil, fmt.Errorf("read orders of user %s: %w", userID, err)
+		}
+		s.PlacedAt = fromNanos(placed)
+		list = append(list, s)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read orders of user %s: %w", userID, err)
+	}
+	return list, nil
+}
+
+func nonNil(lines []events.PricedLine) []events.PricedLine {
+	if lines == nil {
+		return []events.PricedLine{}
+	}
+	return lines
+}
+
+// nanos stores a time as Unix nanoseconds; the zero time as 0.
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// fromNanos reads a time stored by nanos, in UTC.
+func fromNanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+func fromNullNanos(n sql.NullInt64) *time.Time {
+	if !n.Valid {
+		return nil
+	}
+	t := fromNanos(n.Int64)
+	return &t
+}

@@ -1,0 +1,118 @@
+// Package projectiontest helps test projections with real parts: it opens
+// SQLite files the way millrace opens them in production and builds messages
+// the way the Kafka subscriber delivers them (CloudEvents attributes from
+// platform/cloudevents.Marshaler plus the x-kafka-* transport metadata).
+//
+// It is for tests only, like net/http/httptest.
+package projectiontest
+
+import (
+	"database/sql"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	_ "modernc.org/sqlite" // the database/sql driver "sqlite"
+
+	"github.com/millrace/millrace/events"
+	"github.com/millrace/millrace/platform/cloudevents"
+)
+
+// OpenDB opens a new SQLite file in tb.TempDir() with the settings the
+// projection runner expects: WAL, a busy timeout and immediate transactions.
+// It is closed when the test ends.
+func OpenDB(tb testing.TB) *sql.DB {
+	tb.Helper()
+	path := filepath.Join(tb.TempDir(), "projections.db")
+	dsn := "file:" + path + "?_txlock=immediate" +
+		"&_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		tb.Fatalf("open %s: %v", path, err)
+	}
+	tb.Cleanup(func() {
+		if err := db.Close(); err != nil {
+			tb.Errorf("close %s: %v", path, err)
+		}
+	})
+	if err := db.Ping(); err != nil {
+		tb.Fatalf("open %s: %v", path, err)
+	}
+	return db
+}
+
+// Option changes how [Message] builds a message.
+type Option func(*options)
+
+type options struct {
+	id, causation, source string
+	time                  time.Time
+}
+
+// ID sets the message id (ce_id); a random UUID otherwise.
+func ID(id string) Option { return func(o *options) { o.id = id } }
+
+// CausedBy sets ce_causationid, the id of the command that caused an event.
+func CausedBy(commandID string) Option { return func(o *options) { o.causation = commandID } }
+
+// At sets ce_time; the current time otherwise.
+func At(t time.Time) Option { return func(o *options) { o.time = t } }
+
+// Source sets ce_source; "/millrace/test" otherwise.
+func Source(s string) Option { return func(o *options) { o.source = s } }
+
+// Message marshals v as a producer would publish it.
+func Message(tb testing.TB, v events.Message, opts ...Option) *message.Message {
+	tb.Helper()
+	o := options{source: "/millrace/test"}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	m := cloudevents.Marshaler{Source: o.source}
+	if o.id != "" {
+		m.NewUUID = func() string { return o.id }
+	}
+	if !o.time.IsZero() {
+		m.Now = func() time.Time { return o.time }
+	}
+	msg, err := m.Marshal(v)
+	if err != nil {
+		tb.Fatalf("marshal %s: %v", v.Name(), err)
+	}
+	if o.causation != "" {
+		msg.Metadata.Set(cloudevents.CausationID, o.causation)
+	}
+	return msg
+}
+
+// Delivered returns a copy of msg as consumed from topic, partition and
+// offset. A copy, because a Watermill message is handled once: deliver the
+// same message again by calling Delivered again.
+func Delivered(msg *message.Message, topic string, partition int32, offset int64) *message.Message {
+	c := msg.Copy()
+	c.Metadata.Set(cloudevents.KafkaTopic, topic)
+	c.Metadata.Set(cloudevents.KafkaPartition, strconv.FormatInt(int64(partition), 10))
+	c.Metadata.Set(cloudevents.KafkaOffset, strconv.FormatInt(offset, 10))
+	return c
+}
+
+// Log hands out consecutive offsets, from 0, per topic partition, as a Kafka
+// log does. Its zero value is ready to use. It is not safe for concurrent use.
+type Log struct {
+	next map[string]map[int32]int64
+}
+
+// Append delivers msg at the next offset of the topic partition.
+func (l *Log) Append(msg *message.Message, topic string, partition int32) *message.Message {
+	if l.next == nil {
+		l.next = map[string]map[int32]int64{}
+	}
+	if l.next[topic] == nil {
+		l.next[topic] = map[int32]int64{}
+	}
+	offset := l.next[topic][partition]
+	l.next[topic][partition] = offset + 1
+	return Delivered(msg, topic, partition, offset)
+}
