@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -280,7 +281,7 @@ func rejectionStatus(code string) int {
 func (g *Gateway) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	p, known := g.problemFor(err)
 	p.Instance = r.URL.Path
-	body, encErr := json.Marshal(p)
+	body, encErr := marshalJSON(p)
 	if encErr != nil {
 		// Cannot happen for the fields of a problem; answer plainly anyway.
 		err, known = errors.Join(err, fmt.Errorf("encode problem: %w", encErr)), false
@@ -301,7 +302,7 @@ func (g *Gateway) writeError(w http.ResponseWriter, r *http.Request, err error) 
 // writeJSON answers with v as JSON. It fails, having written nothing, when v
 // cannot be encoded.
 func writeJSON(w http.ResponseWriter, status int, v any) error {
-	body, err := json.Marshal(v)
+	body, err := marshalJSON(v)
 	if err != nil {
 		return fmt.Errorf("encode response: %w", err)
 	}
@@ -316,4 +317,16 @@ func writeBody(w http.ResponseWriter, status int, contentType string, body []byt
 	w.WriteHeader(status)
 	// A failed write means the client went away: there is no one to tell.
 	_, _ = w.Write(append(body, '\n'))
+}
+
+// marshalJSON encodes v without escaping <, > and &: responses are JSON for
+// programs, not HTML, and "must be >= 1" should read as written.
+func marshalJSON(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
