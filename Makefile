@@ -15,3 +15,10 @@ test-deps:
 
 build:
 	go build -o bin/millrace ./cmd/millrace
+
+# The benchmarks in full mode: several minutes, plus building daprd once
+# (scripts/dapr.sh, about 7 minutes, cached outside the repository). Writes
+# the results into docs/benchmarks.md. The quick mode runs in `make test`
+# (go test ./bench/...).
+bench:
+	go run ./bench/cmd/millrace-bench -out docs/benchmarks.md

@@ -55,6 +55,7 @@ func Types() []Type {
 		{ShipOrder{}.Name(), KindCommand, TopicOrderCommands, func() Message { return &ShipOrder{} }},
 		{UserRegistered{}.Name(), KindEvent, TopicUserEvents, func() Message { return &UserRegistered{} }},
 		{OrderPlaced{}.Name(), KindEvent, TopicOrderEvents, func() Message { return &OrderPlaced{} }},
+		{OrderPlacedV2{}.Name(), KindEvent, TopicOrderEvents, func() Message { return &OrderPlacedV2{} }},
 		{OrderPaid{}.Name(), KindEvent, TopicOrderEvents, func() Message { return &OrderPaid{} }},
 		{OrderCancelled{}.Name(), KindEvent, TopicOrderEvents, func() Message { return &OrderCancelled{} }},
 		{OrderShipped{}.Name(), KindEvent, TopicOrderEvents, func() Message { return &OrderShipped{} }},

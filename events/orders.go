@@ -58,6 +58,10 @@ func (ShipOrder) Name() string  { return "orders.ship-order.v1" }
 func (c ShipOrder) Key() string { return c.OrderID }
 
 // OrderPlaced records a new order with server-computed totals.
+//
+// Deprecated: version 1 of the event, no longer emitted. The orders context
+// emits [OrderPlacedV2] instead; v1 events stay in the log and [Upcast]
+// turns them into v2 for consumers that read the current version only.
 type OrderPlaced struct {
 	OrderID    string       `json:"order_id"`
 	UserID     string       `json:"user_id"`
@@ -69,6 +73,34 @@ type OrderPlaced struct {
 
 func (OrderPlaced) Name() string  { return "orders.order-placed.v1" }
 func (e OrderPlaced) Key() string { return e.OrderID }
+
+// OrderPlacedV2 records a new order with server-computed totals and the
+// number of units ordered. It is version 2 of orders.order-placed: it adds
+// ItemCount, which v1 consumers derived themselves from the lines (and the
+// JSON Schema of v1 forbids unknown properties, so the field could not be
+// added to v1). Everything else means what it meant in v1.
+type OrderPlacedV2 struct {
+	OrderID string       `json:"order_id"`
+	UserID  string       `json:"user_id"`
+	Lines   []PricedLine `json:"lines"`
+	// ItemCount is the sum of the quantities of the lines.
+	ItemCount  int       `json:"item_count"`
+	TotalCents int64     `json:"total_cents"`
+	Currency   string    `json:"currency"`
+	PlacedAt   time.Time `json:"placed_at"`
+}
+
+func (OrderPlacedV2) Name() string  { return "orders.order-placed.v2" }
+func (e OrderPlacedV2) Key() string { return e.OrderID }
+
+// ItemCount is the number of units the lines order: the sum of their quantities.
+func ItemCount(lines []PricedLine) int {
+	n := 0
+	for _, l := range lines {
+		n += l.Quantity
+	}
+	return n
+}
 
 // OrderPaid records the payment of an order.
 type OrderPaid struct {

@@ -118,6 +118,11 @@ func (g *Gateway) command(c commandRoute) func(http.ResponseWriter, *http.Reques
 			}
 		}
 
+		// A request whose deadline already passed (a slow upload under a
+		// short route timeout) is refused before anything is published.
+		if err := r.Context().Err(); err != nil {
+			return fmt.Errorf("before publishing command %s: %w", in.id, err)
+		}
 		if err := g.publish(r, in); err != nil {
 			return err
 		}
@@ -125,9 +130,16 @@ func (g *Gateway) command(c commandRoute) func(http.ResponseWriter, *http.Reques
 	}
 }
 
+// acceptTimeout bounds recording a command that was already published: it
+// must not be cut short by the request's own deadline, or the client would
+// be told of a failure for a command that is on its way.
+const acceptTimeout = 5 * time.Second
+
 // accept records a published command in the command log and answers.
 func (g *Gateway) accept(w http.ResponseWriter, r *http.Request, c commandRoute, in intake) error {
-	outcome, created, err := g.deps.Commands.Accept(r.Context(), commands.Accepted{
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), acceptTimeout)
+	defer cancel()
+	outcome, created, err := g.deps.Commands.Accept(ctx, commands.Accepted{
 		CommandID:   in.id,
 		Type:        c.name,
 		AggregateID: in.aggregateID,
@@ -220,6 +232,7 @@ func (g *Gateway) publish(r *http.Request, in intake) error {
 	}
 	msg.UUID = in.id
 	msg.Metadata.Set(cloudevents.CorrelationID, in.id)
+	setAuthContext(r.Context(), msg) // who sent it (auth.go)
 	msg.SetContext(r.Context())
 	if err := g.deps.Publisher.Publish(in.topic, msg); err != nil {
 		return &publishError{topic: in.topic, err: err}
@@ -283,8 +296,12 @@ func checkContentType(header string) error {
 	return nil
 }
 
-// decodeJSON parses body as exactly one JSON value, numbers as json.Number.
+// decodeJSON parses body as exactly one JSON value, numbers as json.Number,
+// nested at most MaxJSONDepth deep.
 func decodeJSON(body []byte) (any, error) {
+	if err := checkDepth(body, MaxJSONDepth); err != nil { // auth_limits.go
+		return nil, err
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	var doc any

@@ -21,6 +21,21 @@
 // under https://millrace.dev/problems/ and a detail that says what was wrong
 // and how to fix it.
 //
+// Every request except the health check runs under governance (Rules,
+// governance*.go): rate limits per route and per client (429 with
+// Retry-After), a bound on requests in flight (503), a timeout per route
+// (504), and a circuit breaker per read edge (503 while a projection store
+// keeps failing). SetRules changes the rules while the gateway serves.
+//
+// Who may call which route is decided in front of the gateway, by an
+// auth.Guard (platform/auth) that asks Requirement: commands need
+// commands:write:<wire name> (granted by commands:write), reads need
+// queries:read, the health check is public (auth*.go). The gateway records
+// the authenticated sender on every command it publishes (ce_authtype,
+// ce_authid), counts per-client rate limits by subject, refuses bodies
+// nested deeper than MaxJSONDepth, and sets the security headers on every
+// response (Secure adds CORS for the whole process).
+//
 // The gateway reaches everything through small interfaces declared here and
 // satisfied by the projection packages, platform/schema and any Watermill
 // publisher; cmd/millrace wires the real ones.
@@ -59,6 +74,10 @@ type Config struct {
 	// Logger receives one record per internal error (500). Default: a
 	// logger that discards everything.
 	Logger *slog.Logger
+	// Rules are the governance rules in force at start: rate limits,
+	// the bound on requests in flight, timeouts, read-edge breakers.
+	// The zero value takes every default. SetRules changes them later.
+	Rules Rules
 }
 
 func (c *Config) setDefaults() {
@@ -107,6 +126,10 @@ type Deps struct {
 	Sales SalesQueries
 	// Notifications lists a user's notifications.
 	Notifications Notifications
+	// Progress tells how far the read models got, for queries that ask to
+	// read after a command (read-your-writes, see readyourwrites.go).
+	// Optional: without it such queries are answered with 400.
+	Progress Progress
 }
 
 func (d Deps) validate() error {
@@ -139,26 +162,30 @@ type Gateway struct {
 	deps   Deps
 	log    *slog.Logger
 	router *mux.Router
+	gov    *governance
 }
 
 // New checks cfg and deps and builds a Gateway. It reports every problem at
 // once.
 func New(cfg Config, deps Deps) (*Gateway, error) {
 	cfg.setDefaults()
-	if err := errors.Join(cfg.Validate(), deps.validate(), checkCommandRoutes()); err != nil {
+	if err := errors.Join(cfg.Validate(), cfg.Rules.Validate(), deps.validate(), checkCommandRoutes()); err != nil {
 		return nil, fmt.Errorf("build gateway: %w", err)
 	}
 	g := &Gateway{cfg: cfg, deps: deps, log: cfg.Logger}
+	g.gov = newGovernance(cfg.Rules, cfg.Logger)
+	g.deps = g.gov.guard(deps) // governance: read edges behind breakers
 	g.router = g.routes()
 	return g, nil
 }
 
-// Handler returns the gateway's HTTP handler: every route, with the headers
-// every response carries.
+// Handler returns the gateway's HTTP handler: every route, under the
+// governance rules in force, with the headers every response carries.
 func (g *Gateway) Handler() http.Handler {
+	governed := g.govern(g.router)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("X-Content-Type-Options", "nosniff")
-		g.router.ServeHTTP(w, r)
+		setSecurityHeaders(w.Header()) // nosniff, no framing, no caching (auth_headers.go)
+		governed.ServeHTTP(w, r)
 	})
 }
 
@@ -197,7 +224,7 @@ func (g *Gateway) routes() *mux.Router {
 func (g *Gateway) handle(h func(http.ResponseWriter, *http.Request) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := h(w, r); err != nil {
-			g.writeError(w, r, err)
+			g.fail(w, r, err) // governance errors, then writeError
 		}
 	})
 }

@@ -57,6 +57,8 @@ type problem struct {
 	Parameter string `json:"parameter,omitempty"`
 	// MaxBytes is the body limit of a body-too-large problem.
 	MaxBytes int64 `json:"max_bytes,omitempty"`
+	// MaxDepth is the nesting limit of a json-too-deep problem (auth_limits.go).
+	MaxDepth int `json:"max_depth,omitempty"`
 	// CommandID, Code and Reason describe a command-rejected or
 	// idempotency-key-reused problem.
 	CommandID string `json:"command_id,omitempty"`
@@ -136,6 +138,10 @@ func (e *rejectedError) Error() string {
 	return fmt.Sprintf("command %s rejected: %s", e.outcome.CommandID, e.outcome.Code)
 }
 
+// ErrReadsUnavailable is wrapped by read-side implementations (such as
+// gateway/upstream) when no instance could answer: a 503, not a 500.
+var ErrReadsUnavailable = errors.New("no read edge answered")
+
 // publishError: the command could not be handed to the broker.
 type publishError struct {
 	topic string
@@ -144,6 +150,12 @@ type publishError struct {
 
 func (e *publishError) Error() string { return fmt.Sprintf("publish to %s: %v", e.topic, e.err) }
 func (e *publishError) Unwrap() error { return e.err }
+
+// problemError is an error that knows its own problem (readyourwrites.go).
+type problemError interface {
+	error
+	problem() problem
+}
 
 // problemFor maps an error to its problem. It is the one place that decides
 // statuses. The bool is false for an internal error, which the caller logs.
@@ -160,7 +172,10 @@ func (g *Gateway) problemFor(err error) (problem, bool) {
 		rejected   *rejectedError
 		publish    *publishError
 	)
+	var own problemError
 	switch {
+	case errors.As(err, &own):
+		return own.problem(), true
 	case errors.As(err, &mediaErr):
 		got := "no Content-Type header"
 		if mediaErr.got != "" {
@@ -229,6 +244,12 @@ func (g *Gateway) problemFor(err error) (problem, bool) {
 			Type: ProblemIdempotencyKeyReused, Title: "Idempotency key reused", Status: http.StatusUnprocessableEntity,
 			Detail: "This Idempotency-Key was already used for a request with a different body. " +
 				"Use a new key for a new request, or resend the original body to learn the original command's outcome.",
+		}, true
+	case errors.Is(err, ErrReadsUnavailable):
+		return problem{
+			Type: ProblemUnavailable, Title: "Service unavailable", Status: http.StatusServiceUnavailable,
+			Detail:  "No read edge could answer the query right now. Retry in a moment.",
+			headers: http.Header{"Retry-After": {strconv.Itoa(retryAfterSeconds)}},
 		}, true
 	case errors.As(err, &publish):
 		return problem{

@@ -33,6 +33,9 @@ func (g *Gateway) getCommand(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (g *Gateway) getOrder(w http.ResponseWriter, r *http.Request) error {
+	if err := g.readAfter(r, "orders"); err != nil {
+		return err
+	}
 	id := mux.Vars(r)["id"]
 	o, err := g.deps.Orders.Order(r.Context(), id)
 	if err != nil {
@@ -42,6 +45,9 @@ func (g *Gateway) getOrder(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (g *Gateway) getUserOrders(w http.ResponseWriter, r *http.Request) error {
+	if err := g.readAfter(r, "orders"); err != nil {
+		return err
+	}
 	id := mux.Vars(r)["id"]
 	list, err := g.deps.Orders.UserOrders(r.Context(), id)
 	if err != nil {
@@ -67,6 +73,9 @@ func (g *Gateway) getNotifications(w http.ResponseWriter, r *http.Request) error
 
 // getSales answers GET /v1/reports/sales?date=YYYY-MM-DD.
 func (g *Gateway) getSales(w http.ResponseWriter, r *http.Request) error {
+	if err := g.readAfter(r, "sales"); err != nil {
+		return err
+	}
 	query := r.URL.Query()
 	dates, ok := query["date"]
 	if !ok || len(dates) != 1 || dates[0] == "" {

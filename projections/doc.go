@@ -1,20 +1,42 @@
 // Package projections runs read models: it feeds the events consumed from
-// Kafka to a [Projection] and stores, in the same SQLite transaction as the
-// read-model change, how far it got.
+// Kafka to a [Projection], stores in the same SQLite transaction as the
+// read-model change how far it got, and rebuilds a projection from the log
+// into a new version while the current one serves.
+//
+// # Exactly once
 //
 // Delivery is at least once; the [Runner] makes the effect exactly once. For
 // every message it stores the partition offset it reached (so a redelivery of
-// an offset already applied costs one indexed read) and the event id it applied
-// (so an event that an outbox relay published again, at a new offset, is not
-// applied twice). Both live in tables of their own, shared by every projection
-// in the database and keyed by projection name and version:
+// an offset already applied costs one indexed read) and the id of the event
+// it applied (so an event that an outbox relay published again, at a new
+// offset, is not applied twice), both in the read model's transaction, in
+// tables shared by every projection in the database:
 //
 //	projection_positions(projection, version, topic, partition, offset)
-//	projection_applied(projection, version, event_id)
+//	projection_event_ids(projection, version, at, event_id)
 //
-// A new [Projection.Version] therefore starts from no position at all and,
-// consumed under its own consumer group ([Runner.Group]), rebuilds from the
-// first retained event while the old version keeps serving.
+// [Runner.Handle] takes one message per transaction, as a handler on the
+// Watermill router; [Runner.HandleBatch] many, as a rebuild's batch consumer
+// hands them over. Old versions of an event are upcast (events.Upcast) before
+// Apply sees them.
+//
+// # Versions and rebuilds
+//
+// A version is a generation of a projection's tables: every table is named
+// [Table](projection, version, name), e.g. orders_v2_orders, and each version
+// consumes in its own consumer groups, [GroupFor](projection, version,
+// topic). The catalog table projection_versions says which version serves
+// reads; read models query it with [Read], in the same snapshot as their
+// tables.
+//
+// The [Manager] runs every projection: the active version live (through a
+// [Live] the caller provides, the router in millrace), and on demand
+// ([Manager.Rebuild]) the next version, built from the log beside it, swapped
+// in once it has caught up, then the old version retired. Its state is in the
+// database: a rebuild survives a crash and resumes from its own checkpoint,
+// and a second rebuild of the same projection is refused, across processes.
+// [Manager.Status] reports versions, positions, lag, state and errors, and
+// [Manager.AdminHandler] serves all of it over HTTP.
 //
 // The read models themselves live in the sub-packages: projections/orders,
 // projections/sales and projections/commands.

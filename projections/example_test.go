@@ -14,32 +14,34 @@ import (
 	"github.com/millrace/millrace/projections"
 )
 
-// placedPerCurrency is a whole projection: it counts the orders placed per currency.
+// placedPerCurrency is a whole projection: it counts the orders placed per
+// currency, in a table of its own per version (tx.Table).
 type placedPerCurrency struct{}
 
-func (placedPerCurrency) Name() string     { return "placed_per_currency" }
-func (placedPerCurrency) Version() int     { return 1 }
+func (placedPerCurrency) Name() string     { return "placedpercurrency" }
 func (placedPerCurrency) Topics() []string { return []string{events.TopicOrderEvents} }
 
-func (placedPerCurrency) Setup(ctx context.Context, tx *sql.Tx) error {
-	_, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS placed_per_currency_v1 (currency TEXT PRIMARY KEY, orders INTEGER NOT NULL)`)
+func (placedPerCurrency) Setup(ctx context.Context, tx *projections.Tx) error {
+	_, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS `+tx.Table("counts")+` (currency TEXT PRIMARY KEY, orders INTEGER NOT NULL)`)
 	return err
 }
 
-func (placedPerCurrency) Apply(ctx context.Context, tx *sql.Tx, e projections.Event) error {
-	placed, ok := e.Data.(*events.OrderPlaced)
+func (placedPerCurrency) Apply(ctx context.Context, tx *projections.Tx, e projections.Event) error {
+	// Both versions of OrderPlaced arrive as the current one.
+	placed, ok := e.Data.(*events.OrderPlacedV2)
 	if !ok {
 		return nil // only OrderPlaced matters here
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO placed_per_currency_v1 (currency, orders) VALUES (?, 1)
+	_, err := tx.ExecContext(ctx, `INSERT INTO `+tx.Table("counts")+` (currency, orders) VALUES (?, 1)
 		ON CONFLICT (currency) DO UPDATE SET orders = orders + 1`, placed.Currency)
 	return err
 }
 
-// Example shows a projection run by a Runner. In millrace the runner's Handle
-// is added to a Watermill router, subscribed to the projection's topics under
-// the consumer group r.Group(); here messages are handed to it directly, with
-// the metadata the Kafka subscriber sets.
+// Example shows a projection run by a Runner. In millrace a Manager runs it:
+// the runner's Handle on a Watermill router, subscribed to each topic under
+// the consumer group r.GroupFor(topic), and rebuilds through a batch
+// consumer; here messages are handed to it directly, with the metadata the
+// Kafka subscriber sets. An old v1 event and a v2 event count alike.
 func Example() {
 	dir, err := os.MkdirTemp("", "projection-example")
 	if err != nil {
@@ -60,11 +62,15 @@ func Example() {
 		fmt.Println(err)
 		return
 	}
-	fmt.Println("consumer group:", r.Group())
+	fmt.Println("consumer group:", r.GroupFor(events.TopicOrderEvents))
 
 	marshaler := cloudevents.Marshaler{Source: events.SourceOrders}
 	for offset, currency := range []string{"EUR", "USD", "EUR"} {
-		msg, err := marshaler.Marshal(events.OrderPlaced{OrderID: fmt.Sprint("o-", offset), Currency: currency})
+		var placed events.Message = events.OrderPlacedV2{OrderID: fmt.Sprint("o-", offset), Currency: currency}
+		if offset == 0 {
+			placed = events.OrderPlaced{OrderID: "o-0", Currency: currency} // written before v2 existed
+		}
+		msg, err := marshaler.Marshal(placed)
 		if err != nil {
 			fmt.Println(err)
 			return
@@ -86,7 +92,7 @@ func Example() {
 	}
 
 	var eur int
-	if err := db.QueryRow(`SELECT orders FROM placed_per_currency_v1 WHERE currency = 'EUR'`).Scan(&eur); err != nil {
+	if err := db.QueryRow(`SELECT orders FROM ` + projections.Table("placedpercurrency", r.Version(), "counts") + ` WHERE currency = 'EUR'`).Scan(&eur); err != nil {
 		fmt.Println(err)
 		return
 	}
@@ -98,7 +104,7 @@ func Example() {
 	}
 	fmt.Printf("positions: %+v\n", positions)
 	// Output:
-	// consumer group: projection.placed_per_currency.v1
+	// consumer group: projection.placedpercurrency.v1.orders.events
 	// EUR orders: 2
 	// positions: [{Topic:orders.events Partition:0 Offset:2}]
 }

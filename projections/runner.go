@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -26,8 +27,13 @@ var ErrMalformedEvent = errors.New("malformed event")
 type Event struct {
 	// ID is the message UUID (ce_id): the event id, or for a command its command id.
 	ID string
-	// Type is the wire name (ce_type), e.g. "orders.order-placed.v1".
+	// Type is the wire name of Data: the current version of the event,
+	// e.g. "orders.order-placed.v2", also when an older version was read
+	// and upcast (see events.Upcast).
 	Type string
+	// WireType is the wire name the message carried (ce_type); it differs
+	// from Type when the runner upcast an older version.
+	WireType string
 	// Key is the aggregate id: ce_subject, else ce_partitionkey, else Data.Key().
 	Key string
 	// Source is ce_source, e.g. "/millrace/orders".
@@ -42,30 +48,35 @@ type Event struct {
 	Partition int32
 	Offset    int64
 
-	// Data is the decoded payload, a pointer such as *events.OrderPlaced.
+	// Data is the decoded payload, a pointer such as *events.OrderPlacedV2,
+	// always of the current version of its type.
 	Data events.Message
 }
 
-// Projection folds events into tables of its own.
+// Projection folds events into tables of its own, one set of tables per
+// version (see Table): version N keeps serving while version N+1 is built
+// beside it from the log, and is dropped once N+1 took over.
 //
-// The runner calls Setup once, from [NewRunner], and Apply once per event, each
-// inside a transaction it owns (commits or rolls back; the projection must not).
-// Apply is called with at most one transaction open at a time per database
-// (SQLite serialises writers), but a projection's query methods may run
-// concurrently with it from other goroutines.
+// The runner calls Setup when it prepares a version (and again at every start,
+// so that Setup can bring tables created by older code up to date, e.g. add a
+// column) and Apply once per event, each inside a transaction it owns. Apply
+// calls of one version never overlap (SQLite serialises writers); the query
+// methods of a read model may run concurrently with them, and read the active
+// version with Read.
 type Projection interface {
-	// Name is stable and unique among projections, e.g. "orders".
+	// Name is stable and unique among projections: a lower-case letter,
+	// then lower-case letters and digits, e.g. "orders".
 	Name() string
-	// Version is bumped (starting at 1) when the read model must be rebuilt:
-	// a new version has its own positions and consumer group.
-	Version() int
 	// Topics lists the topics the projection consumes.
 	Topics() []string
-	// Setup creates the projection's tables (CREATE TABLE IF NOT EXISTS …).
-	Setup(ctx context.Context, tx *sql.Tx) error
-	// Apply folds one event into the read model. An error rolls back the
-	// read-model change and the position alike; the message is delivered again.
-	Apply(ctx context.Context, tx *sql.Tx, e Event) error
+	// Setup creates the tables of version tx.Version() if they do not
+	// exist, named with tx.Table.
+	Setup(ctx context.Context, tx *Tx) error
+	// Apply folds one event into the tables of version tx.Version(). An
+	// error rolls back the read-model change and the position alike; the
+	// message is delivered again. Whether the event is replayed (a rebuild)
+	// is in ctx: cloudevents.IsReplaying.
+	Apply(ctx context.Context, tx *Tx, e Event) error
 }
 
 // CommandConsumer is implemented by projections that want commands as well as
@@ -73,6 +84,15 @@ type Projection interface {
 // runner skips commands for every other projection.
 type CommandConsumer interface {
 	WantsCommands() bool
+}
+
+// Carrier is implemented by projections that hold state the log does not
+// have: rows written by other means than Apply (the command log's request
+// hashes, which the gateway writes). When a rebuild prepares a new version,
+// CarryOver copies that state from version from into tx.Version(), in the
+// same transaction that creates the new tables.
+type Carrier interface {
+	CarryOver(ctx context.Context, tx *Tx, from int) error
 }
 
 // Position is how far a projection got in one partition: the offset of the
@@ -83,83 +103,190 @@ type Position struct {
 	Offset    int64  `json:"offset"`
 }
 
-// Runner applies consumed messages to one projection, exactly once per event.
+// partitionKey names a topic partition.
+type partitionKey struct {
+	topic     string
+	partition int32
+}
+
+// Runner applies consumed messages to one version of one projection, exactly
+// once per event.
 //
-// Its Handle method is a Watermill NoPublishHandlerFunc. It is safe for
-// concurrent use, e.g. from subscribers of different partitions: each message
-// is handled in its own immediate (write-locking) transaction, so the database
-// must be opened with `_txlock=immediate` and a busy timeout, as
-// platform/sqlite does. The runner does not own the database and never closes it.
+// Handle takes one message per transaction (a Watermill handler on the
+// router); HandleBatch takes many in one transaction (a batch consumer, as
+// rebuilds use). Both are safe for concurrent use, e.g. from consumers of
+// different partitions: every transaction is immediate (write-locking), so
+// the database must be opened with `_txlock=immediate` and a busy timeout,
+// as platform/sqlite does. The runner does not own the database and never
+// closes it; Close releases its prepared statements.
 type Runner struct {
 	db            *sql.DB
 	p             Projection
 	name          string
 	version       int
+	topics        []string
 	wantsCommands bool
 	logger        *slog.Logger
+	stmts         *statements
+	// writeMu serialises the runner's transactions, and those of the other
+	// runners of its Manager.
+	writeMu *sync.Mutex
+
+	// replayUntil marks as replays the messages below these offsets.
+	replayUntil map[partitionKey]int64
+	// legacy: this version has applied ids in the legacy table.
+	legacy bool
+	// skipMalformed: HandleBatch skips malformed events instead of failing.
+	skipMalformed bool
+	// types are events.Types() by wire name, and upcast the names an
+	// upcaster starts from: looked up once, not per message.
+	types  map[string]events.Type
+	upcast map[string]bool
+
+	mu        sync.Mutex
+	handled   int64 // messages handled since the runner was created
+	skipped   int64 // malformed events skipped by HandleBatch
+	failing   bool  // the latest attempt failed
+	lastErr   string
+	lastErrAt time.Time
 }
 
-const setupRunnerSQL = `
-CREATE TABLE IF NOT EXISTS projection_positions (
-	projection  TEXT    NOT NULL,
-	version     INTEGER NOT NULL,
-	topic       TEXT    NOT NULL,
-	"partition" INTEGER NOT NULL,
-	"offset"    INTEGER NOT NULL,
-	PRIMARY KEY (projection, version, topic, "partition")
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS projection_applied (
-	projection TEXT    NOT NULL,
-	version    INTEGER NOT NULL,
-	event_id   TEXT    NOT NULL,
-	PRIMARY KEY (projection, version, event_id)
-) WITHOUT ROWID;`
-
-// NewRunner creates the runner's tables and the projection's (p.Setup) in one
-// transaction, and returns a runner ready to handle messages. A nil logger
-// discards logs.
+// NewRunner sets up the runner's tables and registers the projection (version
+// 1 is active for a projection seen for the first time), sets up the tables
+// of the active version (p.Setup) in the same transaction, and returns a
+// runner for the active version. A nil logger discards logs.
 func NewRunner(ctx context.Context, db *sql.DB, p Projection, logger *slog.Logger) (*Runner, error) {
+	if err := checkProjection(db, p); err != nil {
+		return nil, fmt.Errorf("new projection runner: %w", err)
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("set up projection %s: begin: %w", p.Name(), err)
+	}
+	defer rollback(tx)
+	if err := setupCatalog(ctx, tx); err != nil {
+		return nil, fmt.Errorf("set up projection %s: %w", p.Name(), err)
+	}
+	active, _, err := register(ctx, tx, p.Name())
+	if err != nil {
+		return nil, err
+	}
+	if err := setupVersion(ctx, tx, p, active); err != nil {
+		return nil, err
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("set up projection %s: commit: %w", p.Name(), err)
+	}
+	return openRunner(ctx, db, p, active, runnerOptions{logger: logger})
+}
+
+// newRunnerShared is NewRunner for a Manager: its runners share writeMu.
+func newRunnerShared(ctx context.Context, db *sql.DB, p Projection, logger *slog.Logger, writeMu *sync.Mutex) (*Runner, error) {
+	r, err := NewRunner(ctx, db, p, logger)
+	if err != nil {
+		return nil, err
+	}
+	r.writeMu = writeMu
+	return r, nil
+}
+
+func checkProjection(db *sql.DB, p Projection) error {
 	if db == nil || p == nil {
-		return nil, errors.New("new projection runner: database and projection are required")
+		return errors.New("a database and a projection are required")
 	}
-	if p.Name() == "" || p.Version() < 1 {
-		return nil, fmt.Errorf("new projection runner: projection %q version %d: a name and a version of at least 1 are required", p.Name(), p.Version())
+	if !validName(p.Name()) {
+		return fmt.Errorf("projection name %q: want a lower-case letter, then up to 30 lower-case letters and digits", p.Name())
 	}
+	if len(p.Topics()) == 0 {
+		return fmt.Errorf("projection %s: consumes no topics", p.Name())
+	}
+	return nil
+}
+
+// runnerOptions tune a runner beyond the defaults.
+type runnerOptions struct {
+	logger        *slog.Logger
+	writeMu       *sync.Mutex // nil: a mutex of its own
+	replayUntil   map[partitionKey]int64
+	skipMalformed bool
+}
+
+// openRunner returns a runner for a version whose tables exist.
+func openRunner(ctx context.Context, db *sql.DB, p Projection, version int, o runnerOptions) (*Runner, error) {
+	logger := o.logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	r := &Runner{
-		db:      db,
-		p:       p,
-		name:    p.Name(),
-		version: p.Version(),
-		logger:  logger.With("projection", p.Name(), "version", p.Version()),
+		db:            db,
+		p:             p,
+		name:          p.Name(),
+		version:       version,
+		topics:        append([]string(nil), p.Topics()...),
+		logger:        logger.With("projection", p.Name(), "version", version),
+		stmts:         newStatements(db),
+		replayUntil:   o.replayUntil,
+		skipMalformed: o.skipMalformed,
+		writeMu:       o.writeMu,
+	}
+	if r.writeMu == nil {
+		r.writeMu = &sync.Mutex{}
 	}
 	if c, ok := p.(CommandConsumer); ok {
 		r.wantsCommands = c.WantsCommands()
 	}
-
-	tx, err := db.BeginTx(ctx, nil)
+	r.types = map[string]events.Type{}
+	for _, t := range events.Types() {
+		r.types[t.Name] = t
+	}
+	r.upcast = map[string]bool{}
+	for _, u := range events.Upcasters() {
+		r.upcast[u.From] = true
+	}
+	legacy, err := tableExists(ctx, db, legacyAppliedTable)
 	if err != nil {
-		return nil, fmt.Errorf("set up projection %s: begin: %w", r.name, err)
+		return nil, fmt.Errorf("open projection %s v%d: %w", r.name, version, err)
 	}
-	defer rollback(tx)
-	if _, err := tx.ExecContext(ctx, setupRunnerSQL); err != nil {
-		return nil, fmt.Errorf("set up projection %s: create runner tables: %w", r.name, err)
-	}
-	if err := p.Setup(ctx, tx); err != nil {
-		return nil, fmt.Errorf("set up projection %s: %w", r.name, err)
-	}
-	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("set up projection %s: commit: %w", r.name, err)
+	if legacy {
+		if err := db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM `+legacyAppliedTable+` WHERE projection = ? AND version = ?)`,
+			r.name, version).Scan(&r.legacy); err != nil {
+			return nil, fmt.Errorf("open projection %s v%d: read legacy applied ids: %w", r.name, version, err)
+		}
 	}
 	return r, nil
 }
 
-// Group is the Kafka consumer group the projection consumes under:
+// Close releases the runner's prepared statements. Handle and HandleBatch
+// must not be called after.
+func (r *Runner) Close() error { return r.stmts.close() }
+
+// Name is the projection's name.
+func (r *Runner) Name() string { return r.name }
+
+// Version is the version of the projection the runner writes.
+func (r *Runner) Version() int { return r.version }
+
+// Topics are the topics the projection consumes.
+func (r *Runner) Topics() []string { return append([]string(nil), r.topics...) }
+
+// Group is the stem of the consumer groups of this version:
 // "projection.<name>.v<version>".
-func (r *Runner) Group() string {
-	return fmt.Sprintf("projection.%s.v%d", r.name, r.version)
+func (r *Runner) Group() string { return GroupStem(r.name, r.version) }
+
+// GroupFor is the consumer group this version consumes topic in:
+// "projection.<name>.v<version>.<topic>". Names are derived, never chosen.
+func (r *Runner) GroupFor(topic string) string { return GroupFor(r.name, r.version, topic) }
+
+// GroupStem is the stem of the consumer group names of one version of a
+// projection: "projection.<name>.v<version>".
+func GroupStem(name string, version int) string {
+	return fmt.Sprintf("projection.%s.v%d", name, version)
+}
+
+// GroupFor is the consumer group version version of projection name consumes
+// topic in: "projection.<name>.v<version>.<topic>".
+func GroupFor(name string, version int, topic string) string {
+	return GroupStem(name, version) + "." + topic
 }
 
 // Handle applies one consumed message, in one transaction with its position:
@@ -168,126 +295,287 @@ func (r *Runner) Group() string {
 //   - an event id already applied (an outbox re-publish at a new offset), a
 //     type this build does not know (forward compatibility) and a command the
 //     projection did not ask for are skipped, but the position advances;
-//   - otherwise the payload is decoded and applied, and the position and the
-//     event id are stored.
+//   - otherwise the payload is decoded, upcast to the current version of its
+//     type (events.Upcast) and applied, and the position and the event id
+//     are stored.
 //
 // The message must carry the x-kafka-topic, x-kafka-partition and
 // x-kafka-offset metadata. A known type that does not decode returns an error
 // wrapping [ErrMalformedEvent]. The message's context bounds the transaction.
+// Handle is a Watermill NoPublishHandlerFunc.
 func (r *Runner) Handle(msg *message.Message) error {
 	ctx := msg.Context()
-	at, err := positionOf(msg)
+	_, err := r.applyInTx(ctx, []*message.Message{msg}, false)
+	r.note(ctx, 1, err)
 	if err != nil {
 		return fmt.Errorf("projection %s: handle message %s: %w", r.name, msg.UUID, err)
 	}
+	return nil
+}
 
-	tx, err := r.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("projection %s: handle message %s: begin: %w", r.name, msg.UUID, err)
-	}
-	defer rollback(tx)
-
-	// One read answers both questions: how far the partition got, and
-	// whether this event id was applied before (at another offset).
-	var (
-		stored        sql.NullInt64
-		appliedBefore bool
-	)
-	if err := tx.QueryRowContext(ctx, `
-SELECT
-	(SELECT "offset" FROM projection_positions WHERE projection = ?1 AND version = ?2 AND topic = ?3 AND "partition" = ?4),
-	EXISTS (SELECT 1 FROM projection_applied WHERE projection = ?1 AND version = ?2 AND event_id = ?5)`,
-		r.name, r.version, at.Topic, at.Partition, msg.UUID).Scan(&stored, &appliedBefore); err != nil {
-		return fmt.Errorf("projection %s: handle message %s: read position: %w", r.name, msg.UUID, err)
-	}
-	if stored.Valid && at.Offset <= stored.Int64 {
-		r.skipped(ctx, msg, at, "redelivered")
+// HandleBatch applies consecutive messages in one transaction, with the same
+// rules as Handle, and stores one position per partition. When the
+// transaction fails, it applies the messages one per transaction instead, so
+// that those before the failing one are kept, and returns the failing one's
+// error. A runner made for a rebuild skips malformed events (the live
+// version's consumer sent them to the poison queue when it met them), logging
+// and counting them, instead of failing.
+func (r *Runner) HandleBatch(ctx context.Context, msgs []*message.Message) error {
+	if len(msgs) == 0 {
 		return nil
 	}
-
-	if err := r.apply(ctx, tx, msg, at, appliedBefore); err != nil {
-		return fmt.Errorf("projection %s: handle message %s at %s/%d@%d: %w", r.name, msg.UUID, at.Topic, at.Partition, at.Offset, err)
+	n, err := r.applyInTx(ctx, msgs, r.skipMalformed)
+	if err != nil && len(msgs) > 1 && ctx.Err() == nil {
+		// Find the failing message, keeping the ones before it.
+		n = 0
+		for _, msg := range msgs {
+			if _, err = r.applyInTx(ctx, []*message.Message{msg}, r.skipMalformed); err != nil {
+				break
+			}
+			n++
+		}
 	}
+	r.note(ctx, n, err)
+	if err != nil {
+		return fmt.Errorf("projection %s v%d: %w", r.name, r.version, err)
+	}
+	return nil
+}
 
-	if _, err := tx.ExecContext(ctx, `
+// note records the outcome of handling n messages for Status.
+func (r *Runner) note(ctx context.Context, n int, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.handled += int64(n)
+	if err == nil {
+		r.failing = false
+		return
+	}
+	if ctx.Err() != nil {
+		return // cancelled, not failed
+	}
+	r.failing = true
+	r.lastErr = err.Error()
+	r.lastErrAt = time.Now().UTC()
+}
+
+// health is what the runner knows of its own state.
+type health struct {
+	handled, skipped int64
+	failing          bool
+	lastErr          string
+	lastErrAt        time.Time
+}
+
+func (r *Runner) health() health {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return health{handled: r.handled, skipped: r.skipped, failing: r.failing, lastErr: r.lastErr, lastErrAt: r.lastErrAt}
+}
+
+// prepared is one message made ready for a transaction: where it was read,
+// and the event to apply (nil when the message is skipped for what it is, or
+// failed to decode, see err).
+type prepared struct {
+	msg  *message.Message
+	at   Position
+	e    *Event
+	skip string // why it is skipped without being applied
+	err  error  // a malformed message
+}
+
+// prepare reads positions and decodes payloads before the transaction, so
+// that the decoding of one partition's batch overlaps the transaction of
+// another's.
+func (r *Runner) prepare(msgs []*message.Message) ([]prepared, error) {
+	out := make([]prepared, len(msgs))
+	for i, msg := range msgs {
+		at, err := positionOf(msg)
+		if err != nil {
+			return nil, fmt.Errorf("message %s: %w", msg.UUID, err)
+		}
+		p := prepared{msg: msg, at: at}
+		ceType := msg.Metadata.Get(cloudevents.Type)
+		typ, known := r.types[ceType]
+		switch {
+		case msg.UUID == "":
+			p.err = fmt.Errorf("%w: %s has no message id", ErrMalformedEvent, ceType)
+		case !known:
+			p.skip = "unknown type"
+		case typ.Kind == events.KindCommand && !r.wantsCommands:
+			p.skip = "command"
+		default:
+			e, err := decode(msg, typ, at, r.upcast[ceType])
+			if err != nil {
+				p.err = err
+			} else {
+				p.e = &e
+			}
+		}
+		out[i] = p
+	}
+	return out, nil
+}
+
+// applyInTx applies msgs in one transaction and commits. It returns how many
+// messages it handled (all of them, or 0 on error). Transactions of the
+// runners of one Manager take turns on a mutex rather than on SQLite's busy
+// timeout, which polls.
+func (r *Runner) applyInTx(ctx context.Context, msgs []*message.Message, skipMalformed bool) (int, error) {
+	items, err := r.prepare(msgs)
+	if err != nil {
+		return 0, err
+	}
+	r.writeMu.Lock()
+	defer r.writeMu.Unlock()
+	sqlTx, err := r.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("begin: %w", err)
+	}
+	defer rollback(sqlTx)
+	tx := newTx(sqlTx, r.name, r.version, r.stmts)
+
+	stored := map[partitionKey]int64{}  // positions read or advanced in this transaction
+	changed := map[partitionKey]int64{} // positions to write
+	for _, it := range items {
+		at := it.at
+		k := partitionKey{at.Topic, at.Partition}
+		pos, known := stored[k]
+		if !known {
+			var p sql.NullInt64
+			if err := tx.QueryRowContext(ctx,
+				`SELECT "offset" FROM projection_positions WHERE projection = ? AND version = ? AND topic = ? AND "partition" = ?`,
+				r.name, r.version, at.Topic, at.Partition).Scan(&p); err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return 0, fmt.Errorf("read position of %s/%d: %w", at.Topic, at.Partition, err)
+			}
+			pos, known = p.Int64, p.Valid
+			if known {
+				stored[k] = pos
+			}
+		}
+		if known && at.Offset <= pos {
+			r.skippedMsg(ctx, it.msg, at, "redelivered")
+			continue
+		}
+		if err := r.applyOne(ctx, tx, it); err != nil {
+			var failed *applyError
+			if !skipMalformed || !errors.Is(err, ErrMalformedEvent) || errors.As(err, &failed) {
+				return 0, fmt.Errorf("message %s at %s/%d@%d: %w", it.msg.UUID, at.Topic, at.Partition, at.Offset, err)
+			}
+			r.mu.Lock()
+			r.skipped++
+			r.mu.Unlock()
+			r.logger.WarnContext(ctx, "projection skipped a malformed event", "topic", at.Topic, "partition", at.Partition,
+				"offset", at.Offset, "message_id", it.msg.UUID, "error", err)
+		}
+		stored[k] = at.Offset
+		changed[k] = at.Offset
+	}
+	for k, offset := range changed {
+		if _, err := tx.ExecContext(ctx, `
 INSERT INTO projection_positions (projection, version, topic, "partition", "offset") VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (projection, version, topic, "partition") DO UPDATE SET "offset" = excluded."offset"`,
-		r.name, r.version, at.Topic, at.Partition, at.Offset); err != nil {
-		return fmt.Errorf("projection %s: handle message %s: store position: %w", r.name, msg.UUID, err)
+			r.name, r.version, k.topic, k.partition, offset); err != nil {
+			return 0, fmt.Errorf("store position of %s/%d: %w", k.topic, k.partition, err)
+		}
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("projection %s: handle message %s: commit: %w", r.name, msg.UUID, err)
+	if err := sqlTx.Commit(); err != nil {
+		return 0, fmt.Errorf("commit: %w", err)
 	}
-	return nil
+	return len(msgs), nil
 }
 
-// apply decides whether msg is applied or skipped and, when applied, applies
-// it and records its id. The caller stores the position in both cases.
-func (r *Runner) apply(ctx context.Context, tx *sql.Tx, msg *message.Message, at Position, appliedBefore bool) error {
-	ceType := msg.Metadata.Get(cloudevents.Type)
-	if msg.UUID == "" {
-		return fmt.Errorf("%w: %s has no message id", ErrMalformedEvent, ceType)
-	}
-
-	if appliedBefore {
-		r.skipped(ctx, msg, at, "event applied before")
+// applyOne applies a prepared message, unless it is skipped, malformed or
+// its event id was applied before; it records the id of what it applies. The
+// caller stores the position either way.
+func (r *Runner) applyOne(ctx context.Context, tx *Tx, it prepared) error {
+	switch {
+	case it.err != nil:
+		return it.err
+	case it.e == nil:
+		r.skippedMsg(ctx, it.msg, it.at, it.skip)
 		return nil
 	}
-
-	typ, ok := events.Lookup(ceType)
-	if !ok {
-		r.skipped(ctx, msg, at, "unknown type")
-		return nil
-	}
-	if typ.Kind == events.KindCommand && !r.wantsCommands {
-		r.skipped(ctx, msg, at, "command")
-		return nil
-	}
-
-	e, err := decode(msg, typ, at)
+	e := *it.e
+	res, err := tx.ExecContext(ctx,
+		`INSERT INTO projection_event_ids (projection, version, at, event_id) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+		r.name, r.version, nanos(e.Time), e.ID)
 	if err != nil {
-		return err
-	}
-	if err := r.p.Apply(ctx, tx, e); err != nil {
-		return fmt.Errorf("apply %s: %w", ceType, err)
-	}
-	if _, err := tx.ExecContext(ctx,
-		`INSERT INTO projection_applied (projection, version, event_id) VALUES (?, ?, ?)`,
-		r.name, r.version, msg.UUID); err != nil {
 		return fmt.Errorf("record applied id: %w", err)
 	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("record applied id: %w", err)
+	} else if n == 0 {
+		r.skippedMsg(ctx, it.msg, it.at, "event applied before")
+		return nil
+	}
+	if r.legacy {
+		var before bool
+		if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM `+legacyAppliedTable+` WHERE projection = ? AND version = ? AND event_id = ?)`,
+			r.name, r.version, e.ID).Scan(&before); err != nil {
+			return fmt.Errorf("read legacy applied ids: %w", err)
+		}
+		if before {
+			r.skippedMsg(ctx, it.msg, it.at, "event applied before")
+			return nil
+		}
+	}
+
+	if until, ok := r.replayUntil[partitionKey{e.Topic, e.Partition}]; ok && e.Offset < until {
+		ctx = cloudevents.WithReplay(ctx)
+	}
+	if err := r.p.Apply(ctx, tx, e); err != nil {
+		return &applyError{typ: e.Type, err: err}
+	}
 	return nil
 }
 
-// skipped logs, at debug level, a message the runner did not apply.
-func (r *Runner) skipped(ctx context.Context, msg *message.Message, at Position, why string) {
+// applyError is a failure of Projection.Apply: it may have written before
+// failing, so its transaction is never committed, whatever the error wraps.
+type applyError struct {
+	typ string
+	err error
+}
+
+func (e *applyError) Error() string { return fmt.Sprintf("apply %s: %v", e.typ, e.err) }
+func (e *applyError) Unwrap() error { return e.err }
+
+// skippedMsg logs, at debug level, a message the runner did not apply.
+func (r *Runner) skippedMsg(ctx context.Context, msg *message.Message, at Position, why string) {
+	if !r.logger.Enabled(ctx, slog.LevelDebug) {
+		return
+	}
 	r.logger.DebugContext(ctx, "projection skipped message", "reason", why,
 		"topic", at.Topic, "partition", at.Partition, "offset", at.Offset,
 		"message_id", msg.UUID, "type", msg.Metadata.Get(cloudevents.Type))
 }
 
 // Positions reports, per topic and partition, the offset of the last message
-// the projection's current version handled, ordered by topic and partition.
+// this version handled, ordered by topic and partition.
 func (r *Runner) Positions(ctx context.Context) ([]Position, error) {
-	rows, err := r.db.QueryContext(ctx,
-		`SELECT topic, "partition", "offset" FROM projection_positions WHERE projection = ? AND version = ? ORDER BY topic, "partition"`,
-		r.name, r.version)
+	return positionsOf(ctx, r.db, r.name, r.version)
+}
+
+// Resume returns, for the given partitions of topic, the next offset to read:
+// one past the stored position. Partitions without a position are left out.
+// It is what a batch consumer asks when partitions are assigned to it, so that
+// it starts where the read model is, not where the consumer group committed.
+func (r *Runner) Resume(ctx context.Context, topic string, partitions []int32) (map[int32]int64, error) {
+	positions, err := r.Positions(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("read positions of projection %s: %w", r.name, err)
+		return nil, err
 	}
-	defer rows.Close()
-	positions := []Position{}
-	for rows.Next() {
-		var p Position
-		if err := rows.Scan(&p.Topic, &p.Partition, &p.Offset); err != nil {
-			return nil, fmt.Errorf("read positions of projection %s: %w", r.name, err)
+	want := map[int32]bool{}
+	for _, p := range partitions {
+		want[p] = true
+	}
+	next := map[int32]int64{}
+	for _, p := range positions {
+		if p.Topic == topic && want[p.Partition] {
+			next[p.Partition] = p.Offset + 1
 		}
-		positions = append(positions, p)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read positions of projection %s: %w", r.name, err)
-	}
-	return positions, nil
+	return next, nil
 }
 
 // positionOf reads where msg was consumed from.
@@ -310,8 +598,10 @@ func positionOf(msg *message.Message) (Position, error) {
 	return Position{Topic: topic, Partition: int32(p), Offset: o}, nil
 }
 
-// decode builds the Event a projection sees from a message of a known type.
-func decode(msg *message.Message, typ events.Type, at Position) (Event, error) {
+// decode builds the Event a projection sees from a message of a known type,
+// upcast to the current version of its type when upcast is set (the type
+// has an upcaster).
+func decode(msg *message.Message, typ events.Type, at Position, upcast bool) (Event, error) {
 	data := typ.New()
 	if err := json.Unmarshal(msg.Payload, data); err != nil {
 		return Event{}, fmt.Errorf("%w: decode %s payload: %v", ErrMalformedEvent, typ.Name, err)
@@ -331,9 +621,14 @@ func decode(msg *message.Message, typ events.Type, at Position) (Event, error) {
 	if key == "" {
 		key = data.Key()
 	}
+	current := data
+	if upcast {
+		current = events.Upcast(data)
+	}
 	return Event{
 		ID:          msg.UUID,
-		Type:        typ.Name,
+		Type:        current.Name(),
+		WireType:    typ.Name,
 		Key:         key,
 		Source:      msg.Metadata.Get(cloudevents.Source),
 		CausationID: msg.Metadata.Get(cloudevents.CausationID),
@@ -341,8 +636,16 @@ func decode(msg *message.Message, typ events.Type, at Position) (Event, error) {
 		Topic:       at.Topic,
 		Partition:   at.Partition,
 		Offset:      at.Offset,
-		Data:        data,
+		Data:        current,
 	}, nil
+}
+
+// nanos is t in Unix nanoseconds; 0 for the zero time.
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
 }
 
 // rollback ends a transaction that was not committed. After Commit it is a

@@ -35,19 +35,18 @@ type recorder struct {
 var errApplyFailed = errors.New("apply failed on purpose")
 
 func (*recorder) Name() string { return "recorder" }
-func (*recorder) Version() int { return 1 }
 func (*recorder) Topics() []string {
 	return []string{events.TopicOrderEvents, events.TopicOrderCommands}
 }
 func (r *recorder) WantsCommands() bool { return r.commands }
 
-func (*recorder) Setup(ctx context.Context, tx *sql.Tx) error {
-	_, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS recorder_events (event_id TEXT NOT NULL, type TEXT NOT NULL)`)
+func (*recorder) Setup(ctx context.Context, tx *projections.Tx) error {
+	_, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS `+tx.Table("events")+` (event_id TEXT NOT NULL, type TEXT NOT NULL)`)
 	return err
 }
 
-func (r *recorder) Apply(ctx context.Context, tx *sql.Tx, e projections.Event) error {
-	if _, err := tx.ExecContext(ctx, `INSERT INTO recorder_events (event_id, type) VALUES (?, ?)`, e.ID, e.Type); err != nil {
+func (r *recorder) Apply(ctx context.Context, tx *projections.Tx, e projections.Event) error {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO `+tx.Table("events")+` (event_id, type) VALUES (?, ?)`, e.ID, e.Type); err != nil {
 		return err
 	}
 	if r.failOn != "" && e.Key == r.failOn {
@@ -59,24 +58,32 @@ func (r *recorder) Apply(ctx context.Context, tx *sql.Tx, e projections.Event) e
 	return nil
 }
 
-// applied returns the ids of the events in the read model, in insertion order.
+// applied returns the ids of the events in version 1 of the recorder's read
+// model, in insertion order.
 func applied(t *testing.T, db *sql.DB) []string {
 	t.Helper()
-	rows, err := db.Query(`SELECT event_id FROM recorder_events ORDER BY rowid`)
+	return appliedIn(t, db, "recorder", 1)
+}
+
+// appliedIn returns the ids of the events in one version of a recorder's
+// read model, in insertion order.
+func appliedIn(t *testing.T, db *sql.DB, name string, version int) []string {
+	t.Helper()
+	rows, err := db.Query(`SELECT event_id FROM ` + projections.Table(name, version, "events") + ` ORDER BY rowid`)
 	if err != nil {
-		t.Fatalf("read recorder_events: %v", err)
+		t.Fatalf("read %s v%d events: %v", name, version, err)
 	}
 	defer rows.Close()
 	ids := []string{}
 	for rows.Next() {
 		var id string
 		if err := rows.Scan(&id); err != nil {
-			t.Fatalf("read recorder_events: %v", err)
+			t.Fatalf("read events: %v", err)
 		}
 		ids = append(ids, id)
 	}
 	if err := rows.Err(); err != nil {
-		t.Fatalf("read recorder_events: %v", err)
+		t.Fatalf("read events: %v", err)
 	}
 	return ids
 }
@@ -129,7 +136,8 @@ func TestRunnerAppliesEventWithItsAttributes(t *testing.T) {
 	}
 	got := rec.seen[0]
 	want := projections.Event{
-		ID: "e-1", Type: "orders.order-placed.v1", Key: "o-1", Source: events.SourceOrders, CausationID: "c-1",
+		ID: "e-1", Type: "orders.order-placed.v2", WireType: "orders.order-placed.v1", Key: "o-1",
+		Source: events.SourceOrders, CausationID: "c-1",
 		Time: when, Topic: events.TopicOrderEvents, Partition: 2, Offset: 41,
 	}
 	data := got.Data
@@ -137,11 +145,14 @@ func TestRunnerAppliesEventWithItsAttributes(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("event = %+v, want %+v", got, want)
 	}
-	p, ok := data.(*events.OrderPlaced)
+	// The v1 event reaches the projection upcast to v2.
+	p, ok := data.(*events.OrderPlacedV2)
 	if !ok {
-		t.Fatalf("Data is %T, want *events.OrderPlaced", data)
+		t.Fatalf("Data is %T, want *events.OrderPlacedV2", data)
 	}
-	if w := placed("o-1"); !reflect.DeepEqual(*p, w) {
+	v1 := placed("o-1")
+	if w := (events.OrderPlacedV2{OrderID: v1.OrderID, UserID: v1.UserID, Lines: v1.Lines, ItemCount: 1,
+		TotalCents: v1.TotalCents, Currency: v1.Currency, PlacedAt: v1.PlacedAt}); !reflect.DeepEqual(*p, w) {
 		t.Errorf("Data = %+v, want %+v", *p, w)
 	}
 	if want := []projections.Position{{Topic: events.TopicOrderEvents, Partition: 2, Offset: 41}}; !reflect.DeepEqual(positions(t, r), want) {
@@ -150,6 +161,7 @@ func TestRunnerAppliesEventWithItsAttributes(t *testing.T) {
 }
 
 func TestRunnerSkips(t *testing.T) {
+	firstAt := time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)
 	unknown := projectiontest.Message(t, placed("o-9"), projectiontest.ID("e-unknown"))
 	unknown.Metadata.Set(cloudevents.Type, "orders.order-refunded.v9")
 	command := projectiontest.Message(t, events.PayOrder{OrderID: "o-1", AmountCents: 1000}, projectiontest.ID("c-1"))
@@ -177,8 +189,8 @@ func TestRunnerSkips(t *testing.T) {
 			wantOffset:  0,
 		},
 		{
-			name:        "the same event id at a new offset applies nothing but advances",
-			second:      projectiontest.Message(t, placed("o-1"), projectiontest.ID("e-1")),
+			name:        "the same event (id and time) at a new offset applies nothing but advances",
+			second:      projectiontest.Message(t, placed("o-1"), projectiontest.ID("e-1"), projectiontest.At(firstAt)),
 			secondAt:    7,
 			wantApplied: []string{"e-1"},
 			wantOffset:  7,
@@ -209,7 +221,7 @@ func TestRunnerSkips(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			db := projectiontest.OpenDB(t)
 			r := newRunner(t, db, &recorder{})
-			first := projectiontest.Message(t, placed("o-1"), projectiontest.ID("e-1"))
+			first := projectiontest.Message(t, placed("o-1"), projectiontest.ID("e-1"), projectiontest.At(firstAt))
 			handle(t, r, projectiontest.Delivered(first, events.TopicOrderEvents, 0, 0))
 			handle(t, r, projectiontest.Delivered(tt.second, events.TopicOrderEvents, 0, tt.secondAt))
 
@@ -392,35 +404,13 @@ func TestRunnerHandlesPartitionsConcurrently(t *testing.T) {
 	}
 }
 
-// versioned is a recorder with another name or version.
-type versioned struct {
+// named is a recorder with another name.
+type named struct {
 	recorder
-	name    string
-	version int
+	name string
 }
 
-func (v *versioned) Name() string { return v.name }
-func (v *versioned) Version() int { return v.version }
-
-func TestRunnerKeepsPositionsPerProjectionVersion(t *testing.T) {
-	db := projectiontest.OpenDB(t)
-	v1 := newRunner(t, db, &versioned{name: "recorder", version: 1})
-	msg := projectiontest.Message(t, placed("o-1"), projectiontest.ID("e-1"))
-	handle(t, v1, projectiontest.Delivered(msg, events.TopicOrderEvents, 0, 0))
-
-	v2 := newRunner(t, db, &versioned{name: "recorder", version: 2})
-	if got := v2.Group(); got != "projection.recorder.v2" {
-		t.Errorf("Group = %q, want projection.recorder.v2", got)
-	}
-	if got := positions(t, v2); len(got) != 0 {
-		t.Errorf("positions of a new version = %+v, want none", got)
-	}
-	// A rebuild applies the same event again, into the new version.
-	handle(t, v2, projectiontest.Delivered(msg, events.TopicOrderEvents, 0, 0))
-	if got := applied(t, db); !reflect.DeepEqual(got, []string{"e-1", "e-1"}) {
-		t.Errorf("applied = %v, want e-1 by both versions", got)
-	}
-}
+func (n *named) Name() string { return n.name }
 
 func TestNewRunner(t *testing.T) {
 	db := projectiontest.OpenDB(t)
@@ -431,8 +421,11 @@ func TestNewRunner(t *testing.T) {
 	}{
 		{"a valid projection", &recorder{}, false},
 		{"setting up twice is harmless", &recorder{}, false},
-		{"no name", &versioned{version: 1}, true},
-		{"version 0", &versioned{name: "recorder", version: 0}, true},
+		{"no name", &named{}, true},
+		{"an underscore in the name", &named{name: "record_er"}, true},
+		{"an upper-case name", &named{name: "Recorder"}, true},
+		{"a name starting with a digit", &named{name: "2recorder"}, true},
+		{"a stray table", &stray{}, true},
 		{"no projection", nil, true},
 	}
 	for _, tt := range tests {
@@ -441,11 +434,21 @@ func TestNewRunner(t *testing.T) {
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("NewRunner error = %v, want error %v", err, tt.wantErr)
 			}
-			if err == nil && r.Group() != "projection.recorder.v1" {
-				t.Errorf("Group = %q, want projection.recorder.v1", r.Group())
+			if err == nil && (r.Version() != 1 || r.GroupFor(events.TopicOrderEvents) != "projection.recorder.v1.orders.events") {
+				t.Errorf("Version, GroupFor = %d, %q; want 1, projection.recorder.v1.orders.events", r.Version(), r.GroupFor(events.TopicOrderEvents))
 			}
 		})
 	}
+}
+
+// stray creates a table without its version's prefix, which could never be
+// dropped when the version retires.
+type stray struct{ recorder }
+
+func (*stray) Name() string { return "stray" }
+func (*stray) Setup(ctx context.Context, tx *projections.Tx) error {
+	_, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS stray_events (id TEXT)`)
+	return err
 }
 
 func TestRunnerLogsSkippedMessagesAtDebug(t *testing.T) {
@@ -471,5 +474,83 @@ func TestRunnerLogsSkippedMessagesAtDebug(t *testing.T) {
 		if entry[key] != want {
 			t.Errorf("log %s = %v, want %v (line %s)", key, entry[key], want, buf.String())
 		}
+	}
+}
+
+// TestRunnerChecksLegacyAppliedIDs: a database written by an older build
+// kept applied event ids in projection_applied, by id only. An event applied
+// then must not be applied again by the same version.
+func TestRunnerChecksLegacyAppliedIDs(t *testing.T) {
+	db := projectiontest.OpenDB(t)
+	if _, err := db.Exec(`CREATE TABLE projection_applied (projection TEXT NOT NULL, version INTEGER NOT NULL, event_id TEXT NOT NULL,
+		PRIMARY KEY (projection, version, event_id)) WITHOUT ROWID;
+		INSERT INTO projection_applied VALUES ('recorder', 1, 'e-old')`); err != nil {
+		t.Fatal(err)
+	}
+	r := newRunner(t, db, &recorder{})
+	handle(t, r, projectiontest.Delivered(projectiontest.Message(t, placed("o-1"), projectiontest.ID("e-old")), events.TopicOrderEvents, 0, 7))
+	handle(t, r, projectiontest.Delivered(projectiontest.Message(t, placed("o-2"), projectiontest.ID("e-new")), events.TopicOrderEvents, 0, 8))
+	if got := applied(t, db); !reflect.DeepEqual(got, []string{"e-new"}) {
+		t.Errorf("applied = %v, want only e-new", got)
+	}
+	if want := []projections.Position{{Topic: events.TopicOrderEvents, Partition: 0, Offset: 8}}; !reflect.DeepEqual(positions(t, r), want) {
+		t.Errorf("positions = %+v, want %+v", positions(t, r), want)
+	}
+}
+
+// TestHandleBatch applies a batch with redeliveries, a re-published event
+// and an unknown type in one transaction, with the outcome of handling them
+// one by one.
+func TestHandleBatch(t *testing.T) {
+	at := time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)
+	msg := func(id string, offset int64) *message.Message {
+		return projectiontest.Delivered(projectiontest.Message(t, placed("o-"+id), projectiontest.ID(id), projectiontest.At(at)),
+			events.TopicOrderEvents, 0, offset)
+	}
+	unknown := msg("e-x", 3)
+	unknown.Metadata.Set(cloudevents.Type, "orders.order-refunded.v9")
+	batch := []*message.Message{msg("e-0", 0), msg("e-1", 1), msg("e-0", 2), unknown, msg("e-4", 4), msg("e-1", 1)}
+
+	db := projectiontest.OpenDB(t)
+	r := newRunner(t, db, &recorder{})
+	if err := r.HandleBatch(context.Background(), batch); err != nil {
+		t.Fatalf("HandleBatch: %v", err)
+	}
+	if got := applied(t, db); !reflect.DeepEqual(got, []string{"e-0", "e-1", "e-4"}) {
+		t.Errorf("applied = %v, want e-0 e-1 e-4 once each", got)
+	}
+	if want := []projections.Position{{Topic: events.TopicOrderEvents, Partition: 0, Offset: 4}}; !reflect.DeepEqual(positions(t, r), want) {
+		t.Errorf("positions = %+v, want %+v", positions(t, r), want)
+	}
+	// The same batch again: all redelivered.
+	if err := r.HandleBatch(context.Background(), batch); err != nil {
+		t.Fatalf("HandleBatch again: %v", err)
+	}
+	if got := len(applied(t, db)); got != 3 {
+		t.Errorf("applied %d events after the redelivery, want 3", got)
+	}
+}
+
+// TestHandleBatchKeepsWhatPrecedesAFailure: when one message of a batch
+// fails, the messages before it are applied and stored, the failing one and
+// those after are not.
+func TestHandleBatchKeepsWhatPrecedesAFailure(t *testing.T) {
+	db := projectiontest.OpenDB(t)
+	r := newRunner(t, db, &recorder{failOn: "o-bad"})
+	var log projectiontest.Log
+	batch := []*message.Message{
+		log.Append(projectiontest.Message(t, placed("o-1"), projectiontest.ID("e-1")), events.TopicOrderEvents, 0),
+		log.Append(projectiontest.Message(t, placed("o-2"), projectiontest.ID("e-2")), events.TopicOrderEvents, 0),
+		log.Append(projectiontest.Message(t, placed("o-bad"), projectiontest.ID("e-bad")), events.TopicOrderEvents, 0),
+		log.Append(projectiontest.Message(t, placed("o-3"), projectiontest.ID("e-3")), events.TopicOrderEvents, 0),
+	}
+	if err := r.HandleBatch(context.Background(), batch); !errors.Is(err, errApplyFailed) {
+		t.Fatalf("HandleBatch = %v, want the projection's error", err)
+	}
+	if got := applied(t, db); !reflect.DeepEqual(got, []string{"e-1", "e-2"}) {
+		t.Errorf("applied = %v, want e-1 e-2", got)
+	}
+	if want := []projections.Position{{Topic: events.TopicOrderEvents, Partition: 0, Offset: 1}}; !reflect.DeepEqual(positions(t, r), want) {
+		t.Errorf("positions = %+v, want %+v", positions(t, r), want)
 	}
 }

@@ -50,6 +50,13 @@ func samples() map[string]events.Message {
 				{SKU: "tea.earl_grey-250g", Quantity: 1, UnitPriceCents: 0, LineTotalCents: 0},
 			},
 		},
+		"orders.order-placed.v2": events.OrderPlacedV2{
+			OrderID: orderID, UserID: userID, Currency: "EUR", TotalCents: 2500, ItemCount: 3, PlacedAt: placed,
+			Lines: []events.PricedLine{
+				{SKU: "MUG-01", Quantity: 2, UnitPriceCents: 1250, LineTotalCents: 2500},
+				{SKU: "tea.earl_grey-250g", Quantity: 1, UnitPriceCents: 0, LineTotalCents: 0},
+			},
+		},
 		"orders.order-paid.v1": events.OrderPaid{
 			OrderID: orderID, UserID: userID, AmountCents: 2500, Currency: "EUR", PaymentRef: "pi_3OqK2nL8",
 			PaidAt: placed.Add(time.Minute).In(berlin),
@@ -365,6 +372,9 @@ func TestInvalidSamplesAreRefused(t *testing.T) {
 		{"reason of 501 characters", "orders.cancel-order.v1", func(d map[string]any) { d["reason"] = strings.Repeat("x", 501) }, "/reason", "maxLength"},
 		{"missing carrier", "orders.ship-order.v1", func(d map[string]any) { delete(d, "carrier") }, "/carrier", "required"},
 		{"bad date-time", "orders.order-placed.v1", func(d map[string]any) { d["placed_at"] = "2025-03-14 09:26:53" }, "/placed_at", "format"},
+		{"v2 without item_count", "orders.order-placed.v2", func(d map[string]any) { delete(d, "item_count") }, "/item_count", "required"},
+		{"v2 with no items", "orders.order-placed.v2", func(d map[string]any) { d["item_count"] = 0 }, "/item_count", "minimum"},
+		{"v1 with item_count", "orders.order-placed.v1", func(d map[string]any) { d["item_count"] = 3 }, "/item_count", "additionalProperties"},
 		{"was_paid as a string", "orders.order-cancelled.v1", func(d map[string]any) { d["was_paid"] = "true" }, "/was_paid", "type"},
 		{"command type not a wire name", "millrace.command-rejected.v1", func(d map[string]any) { d["command_type"] = "PayOrder" }, "/command_type", "pattern"},
 		{"code with spaces", "millrace.command-rejected.v1", func(d map[string]any) { d["code"] = "amount mismatch" }, "/code", "pattern"},

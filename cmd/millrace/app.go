@@ -22,6 +22,7 @@ import (
 	"github.com/millrace/millrace/handlers/users"
 	"github.com/millrace/millrace/platform/cloudevents"
 	"github.com/millrace/millrace/platform/commandstore"
+	"github.com/millrace/millrace/platform/config"
 	"github.com/millrace/millrace/platform/kafka"
 	"github.com/millrace/millrace/platform/router"
 	"github.com/millrace/millrace/platform/schema"
@@ -29,6 +30,7 @@ import (
 	"github.com/millrace/millrace/projections"
 	commandlog "github.com/millrace/millrace/projections/commands"
 	orderviews "github.com/millrace/millrace/projections/orders"
+	"github.com/millrace/millrace/projections/queryapi"
 	"github.com/millrace/millrace/projections/sales"
 	"github.com/millrace/millrace/schemas"
 )
@@ -39,15 +41,31 @@ type app struct {
 	logger    *slog.Logger
 	publisher message.Publisher
 	router    *message.Router
-	relay     *commandstore.Relay
-	gateway   *gateway.Gateway
-	closers   []func() error
-	ready     chan struct{}
+	// stack holds the router's live rules and breaker states; poisonAdmin
+	// serves the poison queue's admin API (see wire_router.go).
+	stack       *router.Stack
+	poisonAdmin http.Handler
+	relay       *commandstore.Relay
+	gateway     *gateway.Gateway
+	closers     []func() error
+	ready       chan struct{}
+
+	// queryEdge serves the read models to other processes' gateways under
+	// /query/v1/ (see wire_discovery.go).
+	queryEdge http.Handler
+
+	// replay runs the projections (rebuilds included) and resets handlers,
+	// with their admin API under /admin/projections and /admin/handlers
+	// (see wire_replay.go).
+	replay *replayParts
+
+	// kafka is how the process reaches the brokers.
+	kafka kafka.Config
 }
 
 // buildApp builds the command handlers, reactors, projections and gateway
 // on the given brokers and the SQLite files under cfg.DataDir.
-func buildPlatform(ctx context.Context, cfg devConfig, brokers []string, logger *slog.Logger) (_ *app, err error) {
+func buildPlatform(ctx context.Context, cfg devConfig, brokers []string, logger *slog.Logger, obs *observability) (_ *app, err error) {
 	a := &app{logger: logger, ready: make(chan struct{})}
 	defer func() {
 		if err != nil {
@@ -56,21 +74,22 @@ func buildPlatform(ctx context.Context, cfg devConfig, brokers []string, logger 
 	}()
 	wlog := watermill.NewSlogLoggerWithLevelMapping(logger, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
 
-	// Kafka: topics first, since publishing to a missing topic fails.
-	kcfg := kafka.Config{Brokers: brokers, ClientID: "millrace-dev"}
-	topics := []kafka.Topic{{Name: router.DefaultPoisonTopic, Partitions: int32(cfg.Partitions)}}
-	for _, t := range events.Topics() {
-		topics = append(topics, kafka.Topic{Name: t.Name, Partitions: int32(cfg.Partitions), Retention: t.Retention})
+	// Kafka: reach the brokers with the configured SASL and TLS first, so
+	// that wrong credentials stop the start with one clear error
+	// (wire_security.go); then topics, since publishing to a missing topic
+	// fails.
+	kcfg := cfg.Security.Kafka.apply(kafka.Config{Brokers: brokers, ClientID: "millrace-dev"})
+	a.kafka = kcfg
+	if err := connectKafka(ctx, kcfg, cfg.Partitions); err != nil {
+		return a, err
 	}
-	if err := kafka.EnsureTopics(ctx, kcfg, topics...); err != nil {
-		return a, fmt.Errorf("create topics: %w", err)
-	}
-	pub, err := kafka.NewPublisher(kcfg, wlog)
+	kpub, err := kafka.NewPublisher(kcfg, wlog)
 	if err != nil {
 		return a, fmt.Errorf("create kafka publisher: %w", err)
 	}
+	a.closers = append(a.closers, kpub.Close)
+	pub := obs.tracePublisher(kpub) // a producer span per message (wire_telemetry.go)
 	a.publisher = pub
-	a.closers = append(a.closers, pub.Close)
 
 	// SQLite: command-side state (aggregates, inbox, outbox), read models,
 	// and the notifications reactor's store.
@@ -92,88 +111,222 @@ func buildPlatform(ctx context.Context, cfg devConfig, brokers []string, logger 
 		return a, fmt.Errorf("open command store: %w", err)
 	}
 	a.relay = store.NewRelay(pub, logger.With("component", "outbox-relay"))
+	if err := obs.watch(kcfg, store); err != nil { // consumer lag and outbox backlog on /metrics
+		return a, err
+	}
 
-	// The router runs every consumer with the default middleware stack.
-	r, err := router.New(router.Config{IsPermanent: isPermanent}, pub, logger)
+	// The router runs every consumer behind the governance stack, with the
+	// poison queue in poison.db (see wire_router.go).
+	rp, err := buildRouter(ctx, a, cfg, routerDeps{
+		Publisher:  pub,
+		Logger:     logger,
+		Registerer: obs.registerer(),  // router metrics on /metrics
+		Outer:      obs.routerOuter(), // a consumer span around the stack
+	})
 	if err != nil {
 		return a, err
 	}
-	a.router = r
+	r := rp.router
+	a.router, a.stack, a.poisonAdmin = rp.router, rp.stack, rp.admin
 
 	subscriber := func(group string) (message.Subscriber, error) {
 		return kafka.NewSubscriber(kcfg, group, wlog)
 	}
+	// Handlers consume through resettable subscriptions; what a reset
+	// delivers again is marked as a replay (see wire_replay.go).
+	handlerControl, err := newHandlerControl(ctx, a, kcfg, viewDB, subscriber, logger)
+	if err != nil {
+		return a, err
+	}
 
 	// Command handlers: one handler group per context, so that the commands
 	// of one aggregate are handled in partition order.
-	userAgg, err := commandstore.NewAggregate[users.User, events.Message](store, commandstore.AggregateConfig{
-		Name: "user", Handler: "users", Topic: events.TopicUserEvents, Source: events.SourceUsers,
-	})
+	commandGroups, err := buildCommandGroups(store, commandContexts())
 	if err != nil {
 		return a, err
 	}
-	orderAgg, err := commandstore.NewAggregate[orders.Order, events.Message](store, commandstore.AggregateConfig{
-		Name: "order", Handler: "orders", Topic: events.TopicOrderEvents, Source: events.SourceOrders,
-	})
-	if err != nil {
-		return a, err
-	}
-	commandGroups := map[string]handlerGroup{
-		"users":  {events.TopicUserCommands, users.New(userAgg, time.Now).GroupHandlers()},
-		"orders": {events.TopicOrderCommands, orders.New(orderAgg, userAgg, time.Now).GroupHandlers()},
-	}
-	if err := addGroups(r, subscriber, wlog, false, commandGroups); err != nil {
+	if err := addGroups(r, handlerControl.subscriber, wlog, false, commandGroups); err != nil {
 		return a, fmt.Errorf("add command handlers: %w", err)
 	}
 
 	// Reactors: side effects of events, keyed by event id.
-	reactor, err := notifications.New(ctx, notifyDB, time.Now)
+	reactor, reactorGroups, err := buildNotifications(ctx, notifyDB, logger)
 	if err != nil {
-		return a, fmt.Errorf("create notifications reactor: %w", err)
+		return a, err
 	}
-	reactorGroups := map[string]handlerGroup{}
-	for _, topic := range []string{events.TopicUserEvents, events.TopicOrderEvents} {
-		reactorGroups["notifications."+topic] = handlerGroup{topic, reactor.GroupHandlers()}
-	}
-	if err := addGroups(r, subscriber, wlog, true, reactorGroups); err != nil {
+	if err := addGroups(r, handlerControl.subscriber, wlog, true, reactorGroups); err != nil {
 		return a, fmt.Errorf("add reactors: %w", err)
 	}
 
-	// Projections: one consumer group per projection version and topic.
-	orderView := orderviews.New(viewDB)
-	salesView := sales.New(viewDB)
-	commandView := commandlog.New(viewDB)
-	for _, p := range []projections.Projection{orderView, salesView, commandView} {
-		runner, err := projections.NewRunner(ctx, viewDB, p, logger.With("projection", p.Name()))
-		if err != nil {
-			return a, fmt.Errorf("create projection %s: %w", p.Name(), err)
-		}
-		for _, topic := range p.Topics() {
-			sub, err := subscriber(runner.Group() + "." + topic)
-			if err != nil {
-				return a, fmt.Errorf("subscribe projection %s to %s: %w", p.Name(), topic, err)
-			}
-			r.AddNoPublisherHandler("projection."+p.Name()+"."+topic, topic, sub, runner.Handle)
-		}
+	// Projections: the active version of each consumes on the router, in
+	// consumer groups derived from name and version; rebuilds build the next
+	// version beside it (see wire_replay.go). Every runner's positions are
+	// reported as millrace_projection_position.
+	views := newReadModels(viewDB)
+	orderView, salesView, commandView := views.orders, views.sales, views.commands
+	projectionManager, err := buildProjections(ctx, a, kcfg, viewDB, r, subscriber, obs.watchProjection, logger,
+		views.all()...)
+	if err != nil {
+		return a, err
 	}
+	a.replay = &replayParts{manager: projectionManager, handlers: handlerControl}
 
 	validator, err := schema.New(schemas.FS())
 	if err != nil {
 		return a, fmt.Errorf("compile schemas: %w", err)
 	}
+	// The gateway publishes through a publisher of its own, whose
+	// concurrent requests share produce batches: each still answers only
+	// once the broker acknowledged its command (docs/benchmarks.md).
+	intakePub, err := kafka.NewBatchPublisher(kcfg, kafka.BatchPublisherOptions{}, logger)
+	if err != nil {
+		return a, fmt.Errorf("create the gateway's kafka publisher: %w", err)
+	}
+	a.closers = append(a.closers, intakePub.Close)
 	gw, err := gateway.New(gateway.Config{MaxBodyBytes: cfg.MaxBodyBytes, Logger: logger}, gateway.Deps{
 		Validator:     validator,
-		Publisher:     pub,
+		Publisher:     obs.tracePublisher(intakePub),
 		Commands:      commandView,
 		Orders:        orderView,
 		Sales:         salesView,
 		Notifications: reactor,
+		Progress:      projectionManager, // read-your-writes
 	})
 	if err != nil {
 		return a, fmt.Errorf("create gateway: %w", err)
 	}
 	a.gateway = gw
+
+	// The query edge: the same read models, for gateways elsewhere.
+	a.queryEdge, err = newQueryEdge(views, reactor, logger)
+	if err != nil {
+		return a, err
+	}
 	return a, nil
+}
+
+// The parts below are shared by `millrace dev`, which builds them all in
+// one process, and the roles (roles.go), which each build some of them.
+
+// connectKafka reaches the brokers with the configured SASL and TLS first,
+// so that wrong credentials stop the start with one clear error
+// (wire_security.go), then declares every topic millrace uses, since
+// publishing to a missing topic fails. Every process declares them all:
+// declaring is idempotent, and no role then depends on another to start
+// first.
+func connectKafka(ctx context.Context, kcfg kafka.Config, partitions int) error {
+	if err := kafka.Check(ctx, kcfg); err != nil {
+		return err
+	}
+	topics := []kafka.Topic{
+		{Name: router.DefaultPoisonTopic, Partitions: int32(partitions)},
+		{Name: auditTopic, Partitions: int32(partitions)}, // admin actions (wire_security.go)
+		// The history of configuration changes: one partition, every
+		// record kept (wire_config.go).
+		{Name: config.HistoryTopic, Partitions: 1},
+	}
+	for _, t := range events.Topics() {
+		topics = append(topics, kafka.Topic{Name: t.Name, Partitions: int32(partitions), Retention: t.Retention})
+	}
+	if err := kafka.EnsureTopics(ctx, kcfg, topics...); err != nil {
+		return fmt.Errorf("create topics: %w", err)
+	}
+	return nil
+}
+
+// commandContexts names the bounded contexts whose commands millrace
+// handles, in the order their handler groups are built.
+func commandContexts() []string { return []string{"users", "orders"} }
+
+// buildCommandGroups builds the command handler groups of the named
+// contexts on store: one group per context, consuming its command topic.
+// The orders context asks whether a user is registered by reading the users
+// aggregate in the same store, so store must hold the users' state too
+// (docs/adr/0005-shared-sqlite-per-role.md).
+func buildCommandGroups(store *commandstore.Store, contexts []string) (map[string]handlerGroup, error) {
+	userAgg, err := commandstore.NewAggregate[users.User, events.Message](store, commandstore.AggregateConfig{
+		Name: "user", Handler: "users", Topic: events.TopicUserEvents, Source: events.SourceUsers,
+	})
+	if err != nil {
+		return nil, err
+	}
+	orderAgg, err := commandstore.NewAggregate[orders.Order, events.Message](store, commandstore.AggregateConfig{
+		Name: "order", Handler: "orders", Topic: events.TopicOrderEvents, Source: events.SourceOrders,
+	})
+	if err != nil {
+		return nil, err
+	}
+	all := map[string]handlerGroup{
+		"users":  {events.TopicUserCommands, users.New(userAgg, time.Now).GroupHandlers()},
+		"orders": {events.TopicOrderCommands, orders.New(orderAgg, userAgg, time.Now).GroupHandlers()},
+	}
+	groups := map[string]handlerGroup{}
+	for _, name := range contexts {
+		g, ok := all[name]
+		if !ok {
+			return nil, fmt.Errorf("command handlers: unknown context %q: want one of %s", name, strings.Join(commandContexts(), ", "))
+		}
+		groups[name] = g
+	}
+	return groups, nil
+}
+
+// buildNotifications creates the notifications reactor on db, delivering
+// to the log, and its handler groups: one per event topic it reacts to.
+func buildNotifications(ctx context.Context, db *sql.DB, logger *slog.Logger) (*notifications.Reactor, map[string]handlerGroup, error) {
+	reactor, err := notifications.New(ctx, db, time.Now,
+		notifications.WithDeliverer(logDeliverer{logger.With("component", "notifications")}))
+	if err != nil {
+		return nil, nil, fmt.Errorf("create notifications reactor: %w", err)
+	}
+	groups := map[string]handlerGroup{}
+	for _, topic := range []string{events.TopicUserEvents, events.TopicOrderEvents} {
+		groups["notifications."+topic] = handlerGroup{topic, reactor.GroupHandlers()}
+	}
+	return reactor, groups, nil
+}
+
+// readModels are the projections' read models on one database.
+type readModels struct {
+	orders   *orderviews.Projection
+	sales    *sales.Projection
+	commands *commandlog.Projection
+}
+
+func newReadModels(db *sql.DB) readModels {
+	return readModels{orders: orderviews.New(db), sales: sales.New(db), commands: commandlog.New(db)}
+}
+
+// all lists every projection, in the order `millrace dev` runs them.
+func (m readModels) all() []projections.Projection {
+	return []projections.Projection{m.orders, m.sales, m.commands}
+}
+
+// named returns the projections of the given names, in the order given.
+func (m readModels) named(names []string) ([]projections.Projection, error) {
+	byName := map[string]projections.Projection{}
+	var known []string
+	for _, p := range m.all() {
+		byName[p.Name()] = p
+		known = append(known, p.Name())
+	}
+	var out []projections.Projection
+	for _, n := range names {
+		p, ok := byName[n]
+		if !ok {
+			return nil, fmt.Errorf("projections: unknown projection %q: want one of %s", n, strings.Join(known, ", "))
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// newQueryEdge serves the read models and the notifications list to
+// gateways in other processes (projections/queryapi).
+func newQueryEdge(m readModels, n queryapi.NotificationReader, logger *slog.Logger) (http.Handler, error) {
+	return queryapi.New(queryapi.Config{Logger: logger}, queryapi.Deps{
+		Orders: m.orders, Sales: m.sales, Notifications: n, Commands: m.commands,
+	})
 }
 
 // handlerGroup is a set of typed handlers sharing one consumer group on one topic.
@@ -226,11 +379,23 @@ func (a *app) openDB(ctx context.Context, path string) (*sql.DB, error) {
 		return nil, err
 	}
 	a.closers = append(a.closers, db.Close)
+	// Keep the connections a burst of concurrent requests opened: with
+	// database/sql's default of 2 idle ones, each transaction beyond them
+	// opened and closed a SQLite connection (15% of the CPU of the intake
+	// profile, docs/benchmarks.md).
+	db.SetMaxIdleConns(sqliteIdleConns)
 	return db, nil
 }
 
-// HTTPHandler serves the gateway.
-func (a *app) HTTPHandler() http.Handler { return a.gateway.Handler() }
+// sqliteIdleConns is how many idle connections each SQLite pool keeps.
+const sqliteIdleConns = 32
+
+// HTTPHandler serves the gateway, the poison admin API under /admin/poison,
+// the projections' and handlers' admin API under /admin/projections and
+// /admin/handlers, and the query edge under /query/v1/.
+func (a *app) HTTPHandler() http.Handler {
+	return withQueryEdge(a.queryEdge, withReplayAdmin(a.replay, withPoisonAdmin(a.poisonAdmin, a.gateway.Handler())))
+}
 
 // Ready is closed once every consumer is running.
 func (a *app) Ready() <-chan struct{} { return a.ready }
@@ -253,7 +418,9 @@ func (a *app) Run(ctx context.Context) error {
 	g.Go(func() error {
 		select {
 		case <-a.router.Running():
-			close(a.ready)
+			// Projections consume on the router: they start once it runs,
+			// and the app is ready once they do (wire_replay.go).
+			g.Go(func() error { return a.replay.run(gctx, a.ready) })
 		case <-gctx.Done():
 		}
 		<-gctx.Done()

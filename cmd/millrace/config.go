@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/millrace/millrace/platform/config"
 )
 
 // devConfig is the configuration of `millrace dev`. Flags win over
@@ -32,6 +34,18 @@ type devConfig struct {
 	ShutdownTimeout time.Duration
 	LogLevel        string
 	LogFormat       string
+	// ConfigFile names the rules file (YAML or JSON: router and gateway
+	// rules, log level), loaded at start and watched for changes. Empty
+	// runs with the default rules. See wire_config.go.
+	ConfigFile string
+	// Env and Role name the rules document in Consul KV,
+	// millrace/<env>/<role>/rules, read when CONSUL_HTTP_ADDR is set.
+	Env  string
+	Role string
+	// Security: authentication (--auth-file, MILLRACE_JWT_*), the HTTP
+	// server's abuse limits, SASL and TLS towards Kafka. See
+	// wire_security.go.
+	Security securityConfig
 }
 
 func (c *devConfig) setDefaults() {
@@ -56,6 +70,13 @@ func (c *devConfig) setDefaults() {
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
+	if c.Env == "" {
+		c.Env = defaultEnv
+	}
+	if c.Role == "" {
+		c.Role = defaultRole
+	}
+	c.Security.setDefaults()
 }
 
 // Validate reports every problem at once.
@@ -78,6 +99,10 @@ func (c devConfig) Validate() error {
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("shutdown timeout %s: must be positive", c.ShutdownTimeout))
 	}
+	if _, err := config.KVKey(c.Env, c.Role); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, c.Security.validate(len(c.KafkaBrokers) > 0))
 	return errors.Join(errs...)
 }
 
@@ -96,11 +121,30 @@ func bindDevFlags(fs *pflag.FlagSet, c *devConfig, getenv func(string) string) {
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a graceful shutdown may take")
 	fs.StringVar(&c.LogLevel, "log-level", envOr(getenv, "MILLRACE_LOG_LEVEL", "info"), "debug, info, warn or error (MILLRACE_LOG_LEVEL)")
 	fs.StringVar(&c.LogFormat, "log-format", envOr(getenv, "MILLRACE_LOG_FORMAT", "text"), "text or json (MILLRACE_LOG_FORMAT)")
+	fs.StringVar(&c.ConfigFile, "config", getenv("MILLRACE_CONFIG"), "rules file, .yaml or .json, applied live when it changes; see docs/configuration.md (MILLRACE_CONFIG)")
+	bindRulesKeyFlags(fs, &c.Env, &c.Role, getenv)
+	bindSecurityFlags(fs, &c.Security, getenv)
+}
+
+// The environment and role of a process by default: the Consul key of its
+// rules is millrace/dev/all/rules.
+const (
+	defaultEnv  = "dev"
+	defaultRole = "all"
+)
+
+// bindRulesKeyFlags registers --env and --role, which name the Consul key
+// of the rules: millrace/<env>/<role>/rules.
+func bindRulesKeyFlags(fs *pflag.FlagSet, env, role *string, getenv func(string) string) {
+	fs.StringVar(env, "env", envOr(getenv, "MILLRACE_ENV", defaultEnv), "environment this process belongs to; names its rules in Consul KV, millrace/<env>/<role>/rules (MILLRACE_ENV)")
+	fs.StringVar(role, "role", envOr(getenv, "MILLRACE_ROLE", defaultRole), "role of this process; names its rules in Consul KV (MILLRACE_ROLE)")
 }
 
 // kafkaFlags are the flags shared by the commands that only talk to a broker.
 type kafkaFlags struct {
 	Brokers []string
+	// Security is SASL and TLS towards the brokers (wire_security.go).
+	Security kafkaSecurity
 }
 
 func bindKafkaFlags(fs *pflag.FlagSet, k *kafkaFlags, getenv func(string) string) {
@@ -109,4 +153,5 @@ func bindKafkaFlags(fs *pflag.FlagSet, k *kafkaFlags, getenv func(string) string
 		def = []string{"127.0.0.1:9092"}
 	}
 	fs.StringSliceVarP(&k.Brokers, "brokers", "b", def, "Kafka brokers (KAFKA_BROKERS; default the embedded broker of millrace dev)")
+	bindKafkaSecurityFlags(fs, &k.Security, getenv)
 }

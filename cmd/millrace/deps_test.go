@@ -40,7 +40,10 @@ func TestImportRules(t *testing.T) {
 	}
 
 	domain := []string{module + "events", module + "handlers", module + "projections", module + "gateway"}
-	adapters := []string{module + "platform/kafka", module + "platform/sqlite", module + "platform/commandstore", module + "platform/router"}
+	adapters := []string{
+		module + "platform/kafka", module + "platform/sqlite", module + "platform/commandstore", module + "platform/router",
+		module + "platform/poison", module + "platform/consul", module + "platform/config", module + "platform/telemetry",
+	}
 	under := func(path string, roots []string) bool {
 		for _, r := range roots {
 			if path == r || strings.HasPrefix(path, r+"/") {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/net/netutil"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/millrace/millrace/platform/kafka"
@@ -28,6 +29,15 @@ persisted under the data directory (or an external cluster given by KAFKA_BROKER
 users and orders command handlers with their SQLite stores and outbox relay, the
 notifications reactor, the projections, and the HTTP gateway.
 
+Its HTTP port registers as the gateway and as a query edge (/query/v1/) with an
+in-process registry, or with the Consul agent CONSUL_HTTP_ADDR names (with the other
+CONSUL_* variables; MILLRACE_WEIGHT, MILLRACE_ZONE and MILLRACE_ADVERTISE_ADDR describe the
+instance). See docs/discovery.md.
+
+Without --auth-file (or MILLRACE_JWT_*) every request is let in, which dev allows on a
+loopback address only (and says so); a non-loopback --http-addr is refused without
+authentication unless --insecure is given. See docs/security.md.
+
 Stop it with Ctrl-C (SIGINT) or SIGTERM: in-flight work drains, the outbox is flushed,
 and a later start resumes where it stopped, with nothing lost and nothing applied twice.`,
 		Args: cobra.NoArgs,
@@ -36,11 +46,27 @@ and a later start resumes where it stopped, with nothing lost and nothing applie
 			if err := cfg.Validate(); err != nil {
 				return fmt.Errorf("configuration: %w", err)
 			}
-			logger, err := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
+			// The logger's level and the rules come from their layers:
+			// defaults, --config, MILLRACE_RULES__*, Consul KV (wire_config.go).
+			logger, rules, err := setupLogging(cmd.Context(), cfg, getenv, stderr)
+			if err != nil {
+				return err
+			}
+			// Traces (configured by the OTEL_* variables) and metrics; log
+			// records get trace ids (wire_telemetry.go).
+			logger = withTraceIDs(logger)
+			// Service registration and leader locks: Consul when
+			// CONSUL_HTTP_ADDR is set, else in-process (wire_discovery.go).
+			// Nothing to release until an instance registers.
+			disc, err := discoveryFromEnv(getenv, logger)
 			if err != nil {
 				return fmt.Errorf("configuration: %w", err)
 			}
-			return runDev(cmd.Context(), cfg, logger, stdout)
+			obs, err := observabilityFromEnv(getenv, logger)
+			if err != nil {
+				return fmt.Errorf("configuration: %w", err)
+			}
+			return runDev(cmd.Context(), cfg, logger, stdout, rules, obs, disc)
 		},
 	}
 	bindDevFlags(cmd.Flags(), &cfg, getenv)
@@ -49,13 +75,23 @@ and a later start resumes where it stopped, with nothing lost and nothing applie
 
 // runDev builds the platform, serves until ctx is cancelled, then shuts
 // down in reverse order of construction.
-func runDev(ctx context.Context, cfg devConfig, logger *slog.Logger, stdout io.Writer) (err error) {
+func runDev(ctx context.Context, cfg devConfig, logger *slog.Logger, stdout io.Writer, rules *liveRules, obs *observability, disc *discoveryWiring) (err error) {
+	// Buffered spans are exported last, once everything that makes them stopped.
+	defer func() { err = errors.Join(err, obs.shutdown(5*time.Second)) }()
+	// Who may call which route: refused here, before anything starts, when
+	// a non-loopback address would be served without authentication
+	// (wire_security.go).
+	sec, err := newSecurity(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	sec.warnOpen(cfg.HTTPAddr)
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return fmt.Errorf("create data directory %s: %w", cfg.DataDir, err)
 	}
 
 	// Teardown runs in reverse order of construction, whatever happens.
-	var closers []func() error
+	closers := []func() error{disc.Close}
 	defer func() {
 		for i := len(closers) - 1; i >= 0; i-- {
 			if cerr := closers[i](); cerr != nil {
@@ -80,28 +116,47 @@ func runDev(ctx context.Context, cfg devConfig, logger *slog.Logger, stdout io.W
 		brokerDesc = "embedded " + strings.Join(brokers, ",") + " (data in " + cfg.path("kafka") + ")"
 	}
 
-	p, err := buildPlatform(ctx, cfg, brokers, logger)
+	p, err := buildPlatform(ctx, cfg, brokers, logger, obs)
 	if err != nil {
 		return err
 	}
 	closers = append(closers, p.Close)
 
+	// The rules of the rules file, put in force before the first request
+	// or message, then kept in step with the file (see wire_config.go).
+	holders := holdersOf(p)
+	if err := rules.start(holders); err != nil {
+		return err
+	}
+
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
 	}
-	srv := &http.Server{
-		Handler:           p.HTTPHandler(),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	// The gateway, traced and measured, and /metrics (wire_telemetry.go).
+	// The rules' admin API under /admin/config and the feature flags that
+	// act on requests go in front of the platform's handler (wire_config.go).
+	handler, err := obs.handler(rules.wrap(p.HTTPHandler()), routeOf(p.gateway))
+	if err != nil {
+		return err
 	}
+	// Every route, /metrics and the admin APIs included, behind the
+	// security headers, CORS and authentication; the server and listener
+	// with the configured abuse limits (wire_security.go).
+	handler, err = sec.wrap(handler, p.gateway, p.publisher, obs.registerer())
+	if err != nil {
+		return err
+	}
+	srv := newHTTPServer(handler, cfg.Security.HTTP, logger)
+	ln = netutil.LimitListener(ln, cfg.Security.HTTP.MaxConnections)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return p.Run(gctx) })
+	g.Go(func() error { return rules.watch(gctx, holders) })
+	// The history of the rules: read from its topic, every accepted change
+	// recorded on it (wire_config.go).
+	g.Go(func() error { return rules.runHistory(gctx, p.kafka, p.publisher, instanceName(ln.Addr().String())) })
+	g.Go(func() error { return sec.watch(gctx) })
 	g.Go(func() error {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serve http on %s: %w", ln.Addr(), err)
@@ -114,12 +169,21 @@ func runDev(ctx context.Context, cfg devConfig, logger *slog.Logger, stdout io.W
 			return nil
 		case <-p.Ready():
 		}
+		// Serving: announce the edge (deregistered before shutdown, below).
+		if err := disc.announce(gctx, ln.Addr()); err != nil {
+			return err
+		}
 		base := "http://" + ln.Addr().String()
 		fmt.Fprintf(stdout, "millrace dev is ready\n")
 		fmt.Fprintf(stdout, "  gateway   %s/v1/\n", base)
 		fmt.Fprintf(stdout, "  health    %s/healthz\n", base)
+		fmt.Fprintf(stdout, "  metrics   %s/metrics\n", base)
+		fmt.Fprintf(stdout, "  traces    %s\n", obs.describeTraces())
 		fmt.Fprintf(stdout, "  kafka     %s\n", brokerDesc)
 		fmt.Fprintf(stdout, "  data      %s\n", cfg.DataDir)
+		fmt.Fprintf(stdout, "  rules     %s\n", rules.describe())
+		fmt.Fprintf(stdout, "  registry  %s\n", disc.desc)
+		fmt.Fprintf(stdout, "  auth      %s\n", sec.describe())
 		fmt.Fprintf(stdout, "Press Ctrl-C to stop.\n")
 		return nil
 	})
@@ -129,6 +193,12 @@ func runDev(ctx context.Context, cfg devConfig, logger *slog.Logger, stdout io.W
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
 		defer cancel()
 		logger.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+		// Leave the registry first, so that clients stop choosing us.
+		wctx, wcancel := context.WithTimeout(sctx, withdrawTimeout)
+		if err := disc.withdraw(wctx); err != nil {
+			logger.Warn("deregister from discovery; health checks will remove this instance", "error", err)
+		}
+		wcancel()
 		if err := srv.Shutdown(sctx); err != nil {
 			return fmt.Errorf("shut down http server: %w", err)
 		}

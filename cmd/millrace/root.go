@@ -22,7 +22,16 @@ func newRootCommand(getenv func(string) string, stdout, stderr io.Writer) *cobra
 		newDevCommand(getenv, stdout, stderr),
 		newTopicsCommand(getenv, stdout),
 		newTailCommand(getenv, stdout),
+		newPoisonCommand(getenv, stdout),
+		newReplayCommand(getenv, stdout),
+		newResetCommand(getenv, stdout),
+		newProjectionsCommand(getenv, stdout),
+		newKeysCommand(getenv, stdout, stderr),
+		newConfigCommand(getenv, stdout),
 	)
+	// The roles of the many-machines deployment and the broker process of
+	// the local topology (roles.go, broker.go).
+	root.AddCommand(roleCommands(getenv, stdout, stderr)...)
 	return root
 }
 

@@ -21,7 +21,7 @@ func newTailCommand(getenv func(string) string, stdout io.Writer) *cobra.Command
 		Short: "Print each CloudEvent on a topic as it arrives: type, key, id and data",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			err := kafka.Tail(cmd.Context(), kafka.Config{Brokers: k.Brokers, ClientID: "millrace-tail"}, args[0], opts,
+			err := kafka.Tail(cmd.Context(), k.config("millrace-tail"), args[0], opts,
 				func(r kafka.Record) error {
 					r.Format(stdout)
 					return nil

@@ -16,7 +16,7 @@ func newTopicsCommand(getenv func(string) string, stdout io.Writer) *cobra.Comma
 		Short: "List topics with partitions and end offsets, and consumer groups with their lag",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ov, err := kafka.Inspect(cmd.Context(), kafka.Config{Brokers: k.Brokers, ClientID: "millrace-topics"})
+			ov, err := kafka.Inspect(cmd.Context(), k.config("millrace-topics"))
 			if err != nil {
 				return fmt.Errorf("inspect kafka at %v: %w", k.Brokers, err)
 			}

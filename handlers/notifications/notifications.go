@@ -10,6 +10,13 @@
 // Register [Reactor.GroupHandlers] with a cqrs.EventGroupProcessor, one group
 // per events topic, with AckOnUnknownEvent set: the other events on those
 // topics are not this reactor's business.
+//
+// Delivery is the side effect that reaches outside: a [Deliverer] given with
+// [WithDeliverer] sends each notification once, after it is recorded. Events
+// handled again on purpose (the reactor's consumer group reset to an earlier
+// time; cloudevents.IsReplaying tells) are recorded if they are new to the
+// table, so that the list stays whole, but never delivered: nobody is told
+// twice, or years late, about an order.
 package notifications
 
 import (
@@ -21,6 +28,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/components/cqrs"
 
 	"github.com/millrace/millrace/events"
+	"github.com/millrace/millrace/platform/cloudevents"
 )
 
 // Kinds of notification.
@@ -46,21 +54,49 @@ type Notification struct {
 // timeLayout stores times as fixed-width UTC text, so that they sort as text.
 const timeLayout = "2006-01-02T15:04:05.000000000Z07:00"
 
+// Deliverer sends a notification to its user (mail, push, a webhook). It is
+// called at most once per notification that succeeded; an error leaves the
+// notification pending, and the event's redelivery tries again. It must be
+// safe for concurrent use.
+type Deliverer interface {
+	Deliver(ctx context.Context, n Notification) error
+}
+
+// Option changes how New builds a Reactor.
+type Option func(*Reactor)
+
+// WithDeliverer makes the reactor deliver every notification it records, but
+// not those of replayed events.
+func WithDeliverer(d Deliverer) Option { return func(r *Reactor) { r.deliver = d } }
+
+// Delivery states of a recorded notification.
+const (
+	deliveryNone       = "none"       // no deliverer
+	deliveryPending    = "pending"    // not yet delivered
+	deliverySent       = "sent"       // delivered
+	deliverySuppressed = "suppressed" // recorded from a replayed event: never delivered
+)
+
 // Reactor records notifications in a SQLite database. It is safe for
 // concurrent use. It does not own the database: the caller closes it.
 type Reactor struct {
-	db  *sql.DB
-	now func() time.Time
+	db      *sql.DB
+	now     func() time.Time
+	deliver Deliverer
 }
 
 // New creates the notifications table in db if needed. now stamps
 // notifications; time.Now when nil.
-func New(ctx context.Context, db *sql.DB, now func() time.Time) (*Reactor, error) {
+func New(ctx context.Context, db *sql.DB, now func() time.Time, opts ...Option) (*Reactor, error) {
 	if db == nil {
 		return nil, fmt.Errorf("create notifications reactor: no database given")
 	}
 	if now == nil {
 		now = time.Now
+	}
+	r := &Reactor{db: db, now: now}
+	for _, o := range opts {
+		o(r)
 	}
 	if _, err := db.ExecContext(ctx, `
 CREATE TABLE IF NOT EXISTS notifications (
@@ -74,7 +110,18 @@ CREATE TABLE IF NOT EXISTS notifications (
 CREATE INDEX IF NOT EXISTS notifications_by_user ON notifications (user_id, created_at);`); err != nil {
 		return nil, fmt.Errorf("create notifications table: %w", err)
 	}
-	return &Reactor{db: db, now: now}, nil
+	// Tables made before delivery existed: their rows were never delivered
+	// by a Deliverer, and none will be now.
+	var hasDelivery int
+	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM pragma_table_info('notifications') WHERE name = 'delivery'`).Scan(&hasDelivery); err != nil {
+		return nil, fmt.Errorf("create notifications table: %w", err)
+	}
+	if hasDelivery == 0 {
+		if _, err := db.ExecContext(ctx, `ALTER TABLE notifications ADD COLUMN delivery TEXT NOT NULL DEFAULT 'none'`); err != nil {
+			return nil, fmt.Errorf("create notifications table: add delivery: %w", err)
+		}
+	}
+	return r, nil
 }
 
 // GroupHandlers returns the reactor's typed event handlers. An error means the
@@ -86,10 +133,12 @@ func (r *Reactor) GroupHandlers() []cqrs.GroupEventHandler {
 				fmt.Sprintf("Welcome to millrace, %s", e.FullName),
 				fmt.Sprintf("Hello %s, your account %s is ready.", e.FullName, e.Email))
 		}),
+		cqrs.NewGroupEventHandler(r.orderPlaced),
+		// Version 1, still in the log and possibly in flight during an
+		// upgrade: upcast, then handled as version 2.
 		cqrs.NewGroupEventHandler(func(ctx context.Context, e *events.OrderPlaced) error {
-			return r.record(ctx, e.UserID, KindOrderPlaced,
-				fmt.Sprintf("Order %s placed", e.OrderID),
-				fmt.Sprintf("We received your order %s: %s for %s.", e.OrderID, items(e.Lines), money(e.TotalCents, e.Currency)))
+			v2, _ := events.Upcast(e).(*events.OrderPlacedV2)
+			return r.orderPlaced(ctx, v2)
 		}),
 		cqrs.NewGroupEventHandler(func(ctx context.Context, e *events.OrderPaid) error {
 			body := fmt.Sprintf("We received your payment of %s for order %s.", money(e.AmountCents, e.Currency), e.OrderID)
@@ -119,16 +168,62 @@ func (r *Reactor) GroupHandlers() []cqrs.GroupEventHandler {
 	}
 }
 
-// record stores one notification for the event being handled, once.
+func (r *Reactor) orderPlaced(ctx context.Context, e *events.OrderPlacedV2) error {
+	return r.record(ctx, e.UserID, KindOrderPlaced,
+		fmt.Sprintf("Order %s placed", e.OrderID),
+		fmt.Sprintf("We received your order %s: %s for %s.", e.OrderID, itemCount(e.ItemCount), money(e.TotalCents, e.Currency)))
+}
+
+// record stores one notification for the event being handled, once, and
+// delivers it unless the event is replayed.
 func (r *Reactor) record(ctx context.Context, userID, kind, subject, body string) error {
 	msg := cqrs.OriginalMessageFromCtx(ctx)
 	if msg == nil {
 		return fmt.Errorf("record %s notification for user %s: no incoming event in context", kind, userID)
 	}
+	replay := cloudevents.IsReplaying(ctx)
+	state := deliveryNone
+	switch {
+	case r.deliver != nil && replay:
+		state = deliverySuppressed
+	case r.deliver != nil:
+		state = deliveryPending
+	}
+	created := r.now().UTC()
 	if _, err := r.db.ExecContext(ctx, `INSERT OR IGNORE INTO notifications
-		(event_id, user_id, kind, subject, body, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
-		msg.UUID, userID, kind, subject, body, r.now().UTC().Format(timeLayout)); err != nil {
+		(event_id, user_id, kind, subject, body, created_at, delivery) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		msg.UUID, userID, kind, subject, body, created.Format(timeLayout), state); err != nil {
 		return fmt.Errorf("record %s notification of event %s for user %s: %w", kind, msg.UUID, userID, err)
+	}
+	if r.deliver == nil || replay {
+		return nil
+	}
+	return r.deliverPending(ctx, msg.UUID)
+}
+
+// deliverPending delivers the notification of an event if it is pending.
+func (r *Reactor) deliverPending(ctx context.Context, eventID string) error {
+	var (
+		n              Notification
+		created, state string
+	)
+	if err := r.db.QueryRowContext(ctx, `SELECT event_id, user_id, kind, subject, body, created_at, delivery
+		FROM notifications WHERE event_id = ?`, eventID).Scan(&n.EventID, &n.UserID, &n.Kind, &n.Subject, &n.Body, &created, &state); err != nil {
+		return fmt.Errorf("read notification of event %s: %w", eventID, err)
+	}
+	if state != deliveryPending {
+		return nil
+	}
+	t, err := time.Parse(timeLayout, created)
+	if err != nil {
+		return fmt.Errorf("read notification of event %s: %w", eventID, err)
+	}
+	n.CreatedAt = t
+	if err := r.deliver.Deliver(ctx, n); err != nil {
+		return fmt.Errorf("deliver notification of event %s to user %s: %w", eventID, n.UserID, err)
+	}
+	if _, err := r.db.ExecContext(ctx, `UPDATE notifications SET delivery = ? WHERE event_id = ?`, deliverySent, eventID); err != nil {
+		return fmt.Errorf("mark notification of event %s delivered: %w", eventID, err)
 	}
 	return nil
 }
@@ -162,12 +257,8 @@ func (r *Reactor) ForUser(ctx context.Context, userID string) ([]Notification, e
 	return list, nil
 }
 
-// items describes order lines for a reader: "1 item", "3 items".
-func items(lines []events.PricedLine) string {
-	n := 0
-	for _, l := range lines {
-		n += l.Quantity
-	}
+// itemCount describes a number of items for a reader: "1 item", "3 items".
+func itemCount(n int) string {
 	if n == 1 {
 		return "1 item"
 	}

@@ -41,10 +41,10 @@ func TestCommandsBecomeEventsOnce(t *testing.T) {
 	place := app.send(t, events.TopicOrderCommands, placeOrder())
 	pay := app.send(t, events.TopicOrderCommands, events.PayOrder{OrderID: orderID, AmountCents: 2699, PaymentRef: "pay-1"})
 
-	var placedEvent events.OrderPlaced
+	var placedEvent events.OrderPlacedV2
 	app.expect(t, place, &placedEvent)
-	if placedEvent.TotalCents != 2699 || placedEvent.UserID != userID || len(placedEvent.Lines) != 2 {
-		t.Errorf("OrderPlaced %+v, want total 2699 for %s with 2 lines", placedEvent, userID)
+	if placedEvent.TotalCents != 2699 || placedEvent.UserID != userID || len(placedEvent.Lines) != 2 || placedEvent.ItemCount != 3 {
+		t.Errorf("OrderPlacedV2 %+v, want total 2699 for %s with 2 lines of 3 items", placedEvent, userID)
 	}
 	var paidEvent events.OrderPaid
 	app.expect(t, pay, &paidEvent)

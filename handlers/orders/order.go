@@ -170,10 +170,11 @@ func (d decision) place(c events.PlaceOrder, userExists bool) (*Order, []events.
 		lines[i] = events.PricedLine{SKU: l.SKU, Quantity: l.Quantity, UnitPriceCents: l.UnitPriceCents, LineTotalCents: lineTotal}
 	}
 
-	placed := events.OrderPlaced{
+	placed := events.OrderPlacedV2{
 		OrderID:    c.OrderID,
 		UserID:     c.UserID,
 		Lines:      lines,
+		ItemCount:  events.ItemCount(lines),
 		TotalCents: total,
 		Currency:   currency,
 		PlacedAt:   d.now,

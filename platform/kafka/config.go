@@ -38,6 +38,10 @@ type Config struct {
 	// ReconnectRetrySleep is how long a subscriber waits between attempts to
 	// reconnect to the brokers; DefaultReconnectRetrySleep when zero.
 	ReconnectRetrySleep time.Duration
+	// SASL authenticates the clients; TLS encrypts their connections
+	// (security.go). Both are off when zero. Check tries them at start.
+	SASL SASL
+	TLS  TLS
 }
 
 func (c *Config) setDefaults() {
@@ -82,6 +86,7 @@ func (c Config) Validate() error {
 	if c.ReconnectRetrySleep < 0 {
 		errs = append(errs, fmt.Errorf("reconnect retry sleep %s: must not be negative", c.ReconnectRetrySleep))
 	}
+	errs = append(errs, c.SASL.Validate(), c.TLS.Validate())
 	return errors.Join(errs...)
 }
 
@@ -93,7 +98,8 @@ func (c Config) Validate() error {
 //   - Sarama's hash partitioner on the record key, so one key (one
 //     aggregate) always lands in the same partition;
 //   - no automatic topic creation: topics are declared with EnsureTopics;
-//   - consumer groups without a committed offset start at the oldest record.
+//   - consumer groups without a committed offset start at the oldest record;
+//   - SASL and TLS as SASL and TLS say.
 //
 // Call Validate first: an unparsable KafkaVersion falls back to the default
 // here.
@@ -119,6 +125,7 @@ func (c Config) Sarama() *sarama.Config {
 
 	sc.Consumer.Return.Errors = true
 	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
+	c.applySarama(sc)
 	return sc
 }
 
@@ -130,6 +137,7 @@ func (c Config) kgoOptions(extra ...kgo.Opt) []kgo.Opt {
 		kgo.SeedBrokers(c.Brokers...),
 		kgo.ClientID(c.ClientID),
 	}
+	opts = append(opts, c.kgoSecurity()...)
 	return append(opts, extra...)
 }
 

@@ -9,7 +9,15 @@
 // the command, when it arrives, only fills in what was missing. A completed
 // outcome is never turned back into a pending one.
 //
-// Its table carries the projection version in its name (commands_v1_…).
+// Every outcome carries the positions (topic, partition, offset) of the events
+// the command caused, as this log consumed them: a client that just sent a
+// command can ask a query to wait until a read model has reached them
+// (read-your-writes, see package gateway).
+//
+// Its table carries the projection version in its name (commands_v1_outcomes,
+// commands_v2_outcomes, …). The gateway's records (Accept) go to the version
+// that serves and to a version being rebuilt, and a rebuild starts by carrying
+// them over (CarryOver): the request hashes exist nowhere in the log.
 package commands
 
 import (
@@ -45,9 +53,12 @@ type Outcome struct {
 	AggregateID string `json:"aggregate_id"`
 	Status      Status `json:"status"`
 	// EventIDs and EventTypes are the events the command caused, in the
-	// order the log saw them.
+	// order the log saw them, with the wire names they were written with.
 	EventIDs   []string `json:"event_ids,omitempty"`
 	EventTypes []string `json:"event_types,omitempty"`
+	// Positions are where those events are in the log, one per event;
+	// a query can wait for a read model to reach them.
+	Positions []projections.Position `json:"positions,omitempty"`
 	// Code and Reason explain a rejection (see the events.Code… constants).
 	Code   string `json:"code,omitempty"`
 	Reason string `json:"reason,omitempty"`
@@ -82,9 +93,6 @@ func New(db *sql.DB) *Projection { return &Projection{db: db} }
 // Name implements projections.Projection.
 func (*Projection) Name() string { return "commands" }
 
-// Version implements projections.Projection.
-func (*Projection) Version() int { return 1 }
-
 // Topics implements projections.Projection.
 func (*Projection) Topics() []string {
 	return []string{events.TopicUserCommands, events.TopicOrderCommands, events.TopicUserEvents, events.TopicOrderEvents}
@@ -96,7 +104,7 @@ func (*Projection) WantsCommands() bool { return true }
 
 // Times are stored as Unix nanoseconds, 0 for none.
 const setupSQL = `
-CREATE TABLE IF NOT EXISTS commands_v1_outcomes (
+CREATE TABLE IF NOT EXISTS %s (
 	command_id   TEXT PRIMARY KEY,
 	type         TEXT    NOT NULL,
 	aggregate_id TEXT    NOT NULL,
@@ -107,13 +115,34 @@ CREATE TABLE IF NOT EXISTS commands_v1_outcomes (
 	reason       TEXT    NOT NULL,
 	accepted_at  INTEGER NOT NULL,
 	completed_at INTEGER NOT NULL,
-	request_hash TEXT    NOT NULL
+	request_hash TEXT    NOT NULL,
+	positions    TEXT    NOT NULL DEFAULT '[]'
 ) WITHOUT ROWID;`
 
-// Setup implements projections.Projection.
-func (*Projection) Setup(ctx context.Context, tx *sql.Tx) error {
-	if _, err := tx.ExecContext(ctx, setupSQL); err != nil {
+// Setup implements projections.Projection. Tables of version 1 made before
+// outcomes carried positions get the column.
+func (*Projection) Setup(ctx context.Context, tx *projections.Tx) error {
+	table := tx.Table("outcomes")
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf(setupSQL, table)); err != nil {
 		return fmt.Errorf("create command log table: %w", err)
+	}
+	if err := projections.EnsureColumn(ctx, tx, table, "positions", `TEXT NOT NULL DEFAULT '[]'`); err != nil {
+		return fmt.Errorf("create command log table: %w", err)
+	}
+	return nil
+}
+
+// CarryOver implements projections.Carrier: the commands the gateway
+// accepted, with their request hashes and acceptance times, become pending
+// outcomes of the new version; the rebuild then completes them from the log.
+func (*Projection) CarryOver(ctx context.Context, tx *projections.Tx, from int) error {
+	if _, err := tx.ExecContext(ctx, `
+INSERT INTO `+tx.Table("outcomes")+`
+	(command_id, type, aggregate_id, status, event_ids, event_types, code, reason, accepted_at, completed_at, request_hash, positions)
+SELECT command_id, type, aggregate_id, ?, '[]', '[]', '', '', accepted_at, 0, request_hash, '[]'
+FROM `+projections.Table("commands", from, "outcomes")+` WHERE request_hash != ''
+ON CONFLICT (command_id) DO NOTHING`, string(StatusPending)); err != nil {
+		return fmt.Errorf("carry accepted commands over from v%d: %w", from, err)
 	}
 	return nil
 }
@@ -123,12 +152,13 @@ func (*Projection) Setup(ctx context.Context, tx *sql.Tx) error {
 //     and acceptance time of one its events created first;
 //   - a CommandRejected marks its command rejected with code and reason;
 //   - any other event with a causation id marks its command succeeded and
-//     adds its id and type to the outcome.
+//     adds its id, wire type and position to the outcome.
 //
 // Events without a causation id are not about a command and are ignored.
-func (*Projection) Apply(ctx context.Context, tx *sql.Tx, e projections.Event) error {
+func (*Projection) Apply(ctx context.Context, tx *projections.Tx, e projections.Event) error {
+	table := tx.Table("outcomes")
 	if t, ok := events.Lookup(e.Type); ok && t.Kind == events.KindCommand {
-		return update(ctx, tx, e.ID, func(o *Outcome) {
+		return update(ctx, tx, table, e.ID, func(o *Outcome) {
 			o.Type = e.Type
 			if e.Key != "" {
 				o.AggregateID = e.Key
@@ -138,6 +168,7 @@ func (*Projection) Apply(ctx context.Context, tx *sql.Tx, e projections.Event) e
 			}
 		})
 	}
+	at := projections.Position{Topic: e.Topic, Partition: e.Partition, Offset: e.Offset}
 
 	if r, ok := e.Data.(*events.CommandRejected); ok {
 		id := r.CommandID
@@ -147,7 +178,7 @@ func (*Projection) Apply(ctx context.Context, tx *sql.Tx, e projections.Event) e
 		if id == "" {
 			return nil
 		}
-		return update(ctx, tx, id, func(o *Outcome) {
+		return update(ctx, tx, table, id, func(o *Outcome) {
 			fill(&o.Type, r.CommandType)
 			fill(&o.AggregateID, r.AggregateID)
 			if o.Status != StatusPending {
@@ -155,13 +186,14 @@ func (*Projection) Apply(ctx context.Context, tx *sql.Tx, e projections.Event) e
 			}
 			o.Status, o.Code, o.Reason = StatusRejected, r.Code, r.Reason
 			o.CompletedAt = completedAt(r.RejectedAt, e.Time)
+			o.Positions = append(o.Positions, at)
 		})
 	}
 
 	if e.CausationID == "" {
 		return nil
 	}
-	return update(ctx, tx, e.CausationID, func(o *Outcome) {
+	return update(ctx, tx, table, e.CausationID, func(o *Outcome) {
 		fill(&o.AggregateID, e.Key)
 		if o.Status == StatusRejected {
 			return
@@ -172,7 +204,8 @@ func (*Projection) Apply(ctx context.Context, tx *sql.Tx, e projections.Event) e
 		}
 		if !slices.Contains(o.EventIDs, e.ID) {
 			o.EventIDs = append(o.EventIDs, e.ID)
-			o.EventTypes = append(o.EventTypes, e.Type)
+			o.EventTypes = append(o.EventTypes, e.WireType)
+			o.Positions = append(o.Positions, at)
 		}
 	})
 }
@@ -180,7 +213,8 @@ func (*Projection) Apply(ctx context.Context, tx *sql.Tx, e projections.Event) e
 // Accept records a command the gateway accepted, as pending, and returns it
 // with created true. For an id already known it returns what is known, with
 // created false, after filling in whatever of a that was still missing (when
-// the log learnt of the command from its events first).
+// the log learnt of the command from its events first). While a rebuild
+// builds a new version of the log, the command is recorded there too.
 func (p *Projection) Accept(ctx context.Context, a Accepted) (current Outcome, created bool, err error) {
 	if a.CommandID == "" {
 		return Outcome{}, false, errors.New("accept command: a command id is required")
@@ -191,31 +225,53 @@ func (p *Projection) Accept(ctx context.Context, a Accepted) (current Outcome, c
 	}
 	defer func() { _ = tx.Rollback() }() // a no-op after Commit
 
-	o, found, err := load(ctx, tx, a.CommandID)
+	active, building, err := projections.VersionsOf(ctx, tx, p.Name())
 	if err != nil {
 		return Outcome{}, false, fmt.Errorf("accept command %s: %w", a.CommandID, err)
 	}
-	if !found {
-		o = Outcome{CommandID: a.CommandID, Status: StatusPending}
+	versions := []int{active}
+	if building != 0 {
+		versions = append(versions, building)
 	}
-	fill(&o.Type, a.Type)
-	fill(&o.AggregateID, a.AggregateID)
-	fill(&o.RequestHash, a.RequestHash)
-	if o.AcceptedAt.IsZero() {
-		o.AcceptedAt = a.AcceptedAt.UTC()
-	}
-	if err := store(ctx, tx, o); err != nil {
-		return Outcome{}, false, fmt.Errorf("accept command %s: %w", a.CommandID, err)
+	for i, v := range versions {
+		table := projections.Table(p.Name(), v, "outcomes")
+		o, found, err := load(ctx, tx, table, a.CommandID)
+		if err != nil {
+			return Outcome{}, false, fmt.Errorf("accept command %s: %w", a.CommandID, err)
+		}
+		if !found {
+			o = Outcome{CommandID: a.CommandID, Status: StatusPending}
+		}
+		fill(&o.Type, a.Type)
+		fill(&o.AggregateID, a.AggregateID)
+		fill(&o.RequestHash, a.RequestHash)
+		if o.AcceptedAt.IsZero() {
+			o.AcceptedAt = a.AcceptedAt.UTC()
+		}
+		if err := store(ctx, tx, table, o); err != nil {
+			return Outcome{}, false, fmt.Errorf("accept command %s: %w", a.CommandID, err)
+		}
+		if i == 0 {
+			current, created = o, !found
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return Outcome{}, false, fmt.Errorf("accept command %s: commit: %w", a.CommandID, err)
 	}
-	return o, !found, nil
+	return current, created, nil
 }
 
 // Get returns what the log knows of a command, or ErrNotFound.
 func (p *Projection) Get(ctx context.Context, id string) (Outcome, error) {
-	o, found, err := load(ctx, p.db, id)
+	var (
+		o     Outcome
+		found bool
+	)
+	err := projections.Read(ctx, p.db, p.Name(), func(tx *sql.Tx, v int) error {
+		var err error
+		o, found, err = load(ctx, tx, projections.Table(p.Name(), v, "outcomes"), id)
+		return err
+	})
 	if err != nil {
 		return Outcome{}, fmt.Errorf("read command %s: %w", id, err)
 	}
@@ -260,10 +316,16 @@ func (p *Projection) Wait(ctx context.Context, id string) (Outcome, error) {
 	}
 }
 
-// update loads the outcome of a command (a new pending one if unknown),
-// changes it and stores it.
-func update(ctx context.Context, tx *sql.Tx, id string, change func(*Outcome)) error {
-	o, found, err := load(ctx, tx, id)
+// rw is a *sql.Tx or a *projections.Tx.
+type rw interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// update loads the outcome of a command from table (a new pending one if
+// unknown), changes it and stores it.
+func update(ctx context.Context, tx rw, table, id string, change func(*Outcome)) error {
+	o, found, err := load(ctx, tx, table, id)
 	if err != nil {
 		return fmt.Errorf("update command %s: %w", id, err)
 	}
@@ -271,28 +333,28 @@ func update(ctx context.Context, tx *sql.Tx, id string, change func(*Outcome)) e
 		o = Outcome{CommandID: id, Status: StatusPending}
 	}
 	change(&o)
-	if err := store(ctx, tx, o); err != nil {
+	if err := store(ctx, tx, table, o); err != nil {
 		return fmt.Errorf("update command %s: %w", id, err)
 	}
 	return nil
 }
 
-// queryer is a *sql.DB or a *sql.Tx.
+// queryer is a *sql.DB, a *sql.Tx or a *projections.Tx.
 type queryer interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-func load(ctx context.Context, q queryer, id string) (Outcome, bool, error) {
+func load(ctx context.Context, q queryer, table, id string) (Outcome, bool, error) {
 	var (
-		o                   Outcome
-		status              string
-		ids, types          string
-		accepted, completed int64
+		o                     Outcome
+		status                string
+		ids, types, positions string
+		accepted, completed   int64
 	)
 	err := q.QueryRowContext(ctx, `
-SELECT command_id, type, aggregate_id, status, event_ids, event_types, code, reason, accepted_at, completed_at, request_hash
-FROM commands_v1_outcomes WHERE command_id = ?`, id).Scan(
-		&o.CommandID, &o.Type, &o.AggregateID, &status, &ids, &types, &o.Code, &o.Reason, &accepted, &completed, &o.RequestHash)
+SELECT command_id, type, aggregate_id, status, event_ids, event_types, code, reason, accepted_at, completed_at, request_hash, positions
+FROM `+table+` WHERE command_id = ?`, id).Scan(
+		&o.CommandID, &o.Type, &o.AggregateID, &status, &ids, &types, &o.Code, &o.Reason, &accepted, &completed, &o.RequestHash, &positions)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Outcome{}, false, nil
 	}
@@ -306,8 +368,14 @@ FROM commands_v1_outcomes WHERE command_id = ?`, id).Scan(
 	if err := json.Unmarshal([]byte(types), &o.EventTypes); err != nil {
 		return Outcome{}, false, fmt.Errorf("load outcome: decode event types: %w", err)
 	}
+	if err := json.Unmarshal([]byte(positions), &o.Positions); err != nil {
+		return Outcome{}, false, fmt.Errorf("load outcome: decode positions: %w", err)
+	}
 	if len(o.EventIDs) == 0 {
 		o.EventIDs, o.EventTypes = nil, nil
+	}
+	if len(o.Positions) == 0 {
+		o.Positions = nil
 	}
 	o.AcceptedAt = fromNanos(accepted)
 	if completed != 0 {
@@ -317,7 +385,7 @@ FROM commands_v1_outcomes WHERE command_id = ?`, id).Scan(
 	return o, true, nil
 }
 
-func store(ctx context.Context, tx *sql.Tx, o Outcome) error {
+func store(ctx context.Context, tx rw, table string, o Outcome) error {
 	ids, err := json.Marshal(nonNil(o.EventIDs))
 	if err != nil {
 		return fmt.Errorf("store outcome: encode event ids: %w", err)
@@ -326,21 +394,29 @@ func store(ctx context.Context, tx *sql.Tx, o Outcome) error {
 	if err != nil {
 		return fmt.Errorf("store outcome: encode event types: %w", err)
 	}
+	positions := o.Positions
+	if positions == nil {
+		positions = []projections.Position{}
+	}
+	pos, err := json.Marshal(positions)
+	if err != nil {
+		return fmt.Errorf("store outcome: encode positions: %w", err)
+	}
 	var completed int64
 	if o.CompletedAt != nil {
 		completed = nanos(*o.CompletedAt)
 	}
 	_, err = tx.ExecContext(ctx, `
-INSERT INTO commands_v1_outcomes
-	(command_id, type, aggregate_id, status, event_ids, event_types, code, reason, accepted_at, completed_at, request_hash)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO `+table+`
+	(command_id, type, aggregate_id, status, event_ids, event_types, code, reason, accepted_at, completed_at, request_hash, positions)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (command_id) DO UPDATE SET
 	type = excluded.type, aggregate_id = excluded.aggregate_id, status = excluded.status,
 	event_ids = excluded.event_ids, event_types = excluded.event_types, code = excluded.code,
 	reason = excluded.reason, accepted_at = excluded.accepted_at, completed_at = excluded.completed_at,
-	request_hash = excluded.request_hash`,
+	request_hash = excluded.request_hash, positions = excluded.positions`,
 		o.CommandID, o.Type, o.AggregateID, string(o.Status), string(ids), string(types), o.Code, o.Reason,
-		nanos(o.AcceptedAt), completed, o.RequestHash)
+		nanos(o.AcceptedAt), completed, o.RequestHash, string(pos))
 	if err != nil {
 		return fmt.Errorf("store outcome: %w", err)
 	}

@@ -75,6 +75,16 @@ func (f *fixture) get(id string) commands.Outcome {
 
 func ptr(t time.Time) *time.Time { return &t }
 
+// at lists positions on partition 0 of orders.events, where the fixture
+// delivers events.
+func at(offsets ...int64) []projections.Position {
+	ps := make([]projections.Position, len(offsets))
+	for i, o := range offsets {
+		ps[i] = projections.Position{Topic: events.TopicOrderEvents, Partition: 0, Offset: o}
+	}
+	return ps
+}
+
 var (
 	placeOrder  = events.PlaceOrder{OrderID: "o-1", UserID: "u-1", Currency: "EUR", Lines: []events.OrderLine{{SKU: "tea", Quantity: 1, UnitPriceCents: 500}}}
 	orderPlaced = events.OrderPlaced{OrderID: "o-1", UserID: "u-1", Currency: "EUR", TotalCents: 500, PlacedAt: t1}
@@ -105,7 +115,7 @@ func TestOutcomes(t *testing.T) {
 			},
 			want: commands.Outcome{
 				CommandID: "c-1", Type: "orders.place-order.v1", AggregateID: "o-1", Status: commands.StatusSucceeded,
-				EventIDs: []string{"e-1"}, EventTypes: []string{"orders.order-placed.v1"}, AcceptedAt: t0, CompletedAt: ptr(t1),
+				EventIDs: []string{"e-1"}, EventTypes: []string{"orders.order-placed.v1"}, Positions: at(0), AcceptedAt: t0, CompletedAt: ptr(t1),
 			},
 		},
 		{
@@ -120,7 +130,7 @@ func TestOutcomes(t *testing.T) {
 			want: commands.Outcome{
 				CommandID: "c-1", Type: "orders.cancel-order.v1", AggregateID: "o-1", Status: commands.StatusSucceeded,
 				EventIDs: []string{"e-1", "e-2"}, EventTypes: []string{"orders.order-cancelled.v1", "orders.order-shipped.v1"},
-				AcceptedAt: t0, CompletedAt: ptr(t1),
+				Positions: at(0, 1), AcceptedAt: t0, CompletedAt: ptr(t1),
 			},
 		},
 		{
@@ -131,7 +141,7 @@ func TestOutcomes(t *testing.T) {
 			},
 			want: commands.Outcome{
 				CommandID: "c-1", Type: "orders.place-order.v1", AggregateID: "o-1", Status: commands.StatusRejected,
-				Code: events.CodeUnknownUser, Reason: "user u-1 is not registered", AcceptedAt: t0, CompletedAt: ptr(t2),
+				Code: events.CodeUnknownUser, Reason: "user u-1 is not registered", Positions: at(0), AcceptedAt: t0, CompletedAt: ptr(t2),
 			},
 		},
 		{
@@ -142,7 +152,7 @@ func TestOutcomes(t *testing.T) {
 			},
 			want: commands.Outcome{
 				CommandID: "c-1", Type: "orders.place-order.v1", AggregateID: "o-1", Status: commands.StatusSucceeded,
-				EventIDs: []string{"e-1"}, EventTypes: []string{"orders.order-placed.v1"}, AcceptedAt: t0, CompletedAt: ptr(t1),
+				EventIDs: []string{"e-1"}, EventTypes: []string{"orders.order-placed.v1"}, Positions: at(0), AcceptedAt: t0, CompletedAt: ptr(t1),
 			},
 		},
 		{
@@ -150,7 +160,7 @@ func TestOutcomes(t *testing.T) {
 			feed: func(f *fixture) { f.event("e-1", "c-1", orderPlaced, t1) },
 			want: commands.Outcome{
 				CommandID: "c-1", AggregateID: "o-1", Status: commands.StatusSucceeded,
-				EventIDs: []string{"e-1"}, EventTypes: []string{"orders.order-placed.v1"}, CompletedAt: ptr(t1),
+				EventIDs: []string{"e-1"}, EventTypes: []string{"orders.order-placed.v1"}, Positions: at(0), CompletedAt: ptr(t1),
 			},
 		},
 		{
@@ -161,7 +171,7 @@ func TestOutcomes(t *testing.T) {
 			},
 			want: commands.Outcome{
 				CommandID: "c-1", Type: "orders.place-order.v1", AggregateID: "o-1", Status: commands.StatusRejected,
-				Code: events.CodeUnknownUser, Reason: "user u-1 is not registered", AcceptedAt: t0, CompletedAt: ptr(t2),
+				Code: events.CodeUnknownUser, Reason: "user u-1 is not registered", Positions: at(0), AcceptedAt: t0, CompletedAt: ptr(t2),
 			},
 		},
 		{
@@ -172,7 +182,7 @@ func TestOutcomes(t *testing.T) {
 			},
 			want: commands.Outcome{
 				CommandID: "c-1", Type: "users.register-user.v1", AggregateID: "u-1", Status: commands.StatusSucceeded,
-				EventIDs: []string{"e-1"}, EventTypes: []string{"users.user-registered.v1"}, AcceptedAt: t0, CompletedAt: ptr(t1),
+				EventIDs: []string{"e-1"}, EventTypes: []string{"users.user-registered.v1"}, Positions: at(0), AcceptedAt: t0, CompletedAt: ptr(t1),
 			},
 		},
 	}
@@ -236,7 +246,7 @@ func TestAccept(t *testing.T) {
 		f.command("c-1", placeOrder, t1)
 		f.event("e-1", "c-1", orderPlaced, t2)
 		want := pending
-		want.Status, want.EventIDs, want.EventTypes, want.CompletedAt = commands.StatusSucceeded, []string{"e-1"}, []string{"orders.order-placed.v1"}, ptr(t2)
+		want.Status, want.EventIDs, want.EventTypes, want.Positions, want.CompletedAt = commands.StatusSucceeded, []string{"e-1"}, []string{"orders.order-placed.v1"}, at(0), ptr(t2)
 		if got := f.get("c-1"); !reflect.DeepEqual(got, want) {
 			t.Errorf("Get = %+v\nwant  %+v", got, want)
 		}
@@ -251,7 +261,7 @@ func TestAccept(t *testing.T) {
 		f.event("e-1", "c-1", orderPlaced, t2)
 		got, created, err := f.p.Accept(ctx, accepted)
 		want := pending
-		want.Status, want.EventIDs, want.EventTypes, want.CompletedAt = commands.StatusSucceeded, []string{"e-1"}, []string{"orders.order-placed.v1"}, ptr(t2)
+		want.Status, want.EventIDs, want.EventTypes, want.Positions, want.CompletedAt = commands.StatusSucceeded, []string{"e-1"}, []string{"orders.order-placed.v1"}, at(0), ptr(t2)
 		if err != nil || created || !reflect.DeepEqual(got, want) {
 			t.Errorf("Accept = %+v, %v, %v\nwant     %+v, false, nil", got, created, err, want)
 		}

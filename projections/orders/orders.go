@@ -3,8 +3,9 @@
 // orders.events, run by a projections.Runner, and answers the gateway's
 // GET /v1/orders/{id} and GET /v1/users/{id}/orders.
 //
-// Its tables carry the projection version in their names (orders_v1_…), so
-// that a new version rebuilds beside the one that serves.
+// Its tables carry the projection version in their names (orders_v1_orders,
+// orders_v2_orders, …; see projections.Table), so that a new version is
+// rebuilt beside the one that serves; queries read the active version.
 package orders
 
 import (
@@ -72,9 +73,6 @@ func New(db *sql.DB) *Projection { return &Projection{db: db} }
 // Name implements projections.Projection.
 func (*Projection) Name() string { return "orders" }
 
-// Version implements projections.Projection.
-func (*Projection) Version() int { return 1 }
-
 // Topics implements projections.Projection.
 func (*Projection) Topics() []string {
 	return []string{events.TopicUserEvents, events.TopicOrderEvents}
@@ -82,11 +80,11 @@ func (*Projection) Topics() []string {
 
 // Times are stored as Unix nanoseconds, so that they sort as numbers (see nanos).
 const setupSQL = `
-CREATE TABLE IF NOT EXISTS orders_v1_users (
+CREATE TABLE IF NOT EXISTS %[1]s (
 	user_id       TEXT PRIMARY KEY,
 	registered_at INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS orders_v1_orders (
+CREATE TABLE IF NOT EXISTS %[2]s (
 	order_id      TEXT PRIMARY KEY,
 	user_id       TEXT    NOT NULL,
 	status        TEXT    NOT NULL,
@@ -101,48 +99,51 @@ CREATE TABLE IF NOT EXISTS orders_v1_orders (
 	carrier       TEXT    NOT NULL DEFAULT '',
 	updated_at    INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS orders_v1_orders_by_user ON orders_v1_orders (user_id, placed_at DESC, order_id DESC);`
+CREATE INDEX IF NOT EXISTS %[3]s ON %[2]s (user_id, placed_at DESC, order_id DESC);`
 
 // Setup implements projections.Projection.
-func (*Projection) Setup(ctx context.Context, tx *sql.Tx) error {
-	if _, err := tx.ExecContext(ctx, setupSQL); err != nil {
+func (*Projection) Setup(ctx context.Context, tx *projections.Tx) error {
+	ddl := fmt.Sprintf(setupSQL, tx.Table("users"), tx.Table("orders"), tx.Table("orders_by_user"))
+	if _, err := tx.ExecContext(ctx, ddl); err != nil {
 		return fmt.Errorf("create orders tables: %w", err)
 	}
 	return nil
 }
 
 // Apply implements projections.Projection. Events of one order arrive in
-// order (one key, one partition). An event about an order the read model has
-// not seen placed (consumption started after it) changes nothing. Other
-// types are ignored.
-func (*Projection) Apply(ctx context.Context, tx *sql.Tx, e projections.Event) error {
+// order (one key, one partition); OrderPlaced of either version arrives as
+// *events.OrderPlacedV2 (the runner upcasts). An event about an order the
+// read model has not seen placed (consumption started after it) changes
+// nothing. Other types are ignored.
+func (*Projection) Apply(ctx context.Context, tx *projections.Tx, e projections.Event) error {
+	users, orders := tx.Table("users"), tx.Table("orders")
 	var err error
 	switch d := e.Data.(type) {
 	case *events.UserRegistered:
 		_, err = tx.ExecContext(ctx,
-			`INSERT INTO orders_v1_users (user_id, registered_at) VALUES (?, ?) ON CONFLICT (user_id) DO NOTHING`,
+			`INSERT INTO `+users+` (user_id, registered_at) VALUES (?, ?) ON CONFLICT (user_id) DO NOTHING`,
 			d.UserID, nanos(d.RegisteredAt))
-	case *events.OrderPlaced:
+	case *events.OrderPlacedV2:
 		var lines []byte
 		lines, err = json.Marshal(nonNil(d.Lines))
 		if err != nil {
 			return fmt.Errorf("encode lines of order %s: %w", d.OrderID, err)
 		}
 		_, err = tx.ExecContext(ctx, `
-INSERT INTO orders_v1_orders (order_id, user_id, status, lines, total_cents, currency, placed_at, updated_at)
+INSERT INTO `+orders+` (order_id, user_id, status, lines, total_cents, currency, placed_at, updated_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING`,
 			d.OrderID, d.UserID, StatusPlaced, string(lines), d.TotalCents, d.Currency, nanos(d.PlacedAt), nanos(d.PlacedAt))
 	case *events.OrderPaid:
 		_, err = tx.ExecContext(ctx,
-			`UPDATE orders_v1_orders SET status = ?, paid_at = ?, updated_at = ? WHERE order_id = ?`,
+			`UPDATE `+orders+` SET status = ?, paid_at = ?, updated_at = ? WHERE order_id = ?`,
 			StatusPaid, nanos(d.PaidAt), nanos(d.PaidAt), d.OrderID)
 	case *events.OrderCancelled:
 		_, err = tx.ExecContext(ctx,
-			`UPDATE orders_v1_orders SET status = ?, cancelled_at = ?, cancel_reason = ?, updated_at = ? WHERE order_id = ?`,
+			`UPDATE `+orders+` SET status = ?, cancelled_at = ?, cancel_reason = ?, updated_at = ? WHERE order_id = ?`,
 			StatusCancelled, nanos(d.CancelledAt), d.Reason, nanos(d.CancelledAt), d.OrderID)
 	case *events.OrderShipped:
 		_, err = tx.ExecContext(ctx,
-			`UPDATE orders_v1_orders SET status = ?, shipped_at = ?, carrier = ?, updated_at = ? WHERE order_id = ?`,
+			`UPDATE `+orders+` SET status = ?, shipped_at = ?, carrier = ?, updated_at = ? WHERE order_id = ?`,
 			StatusShipped, nanos(d.ShippedAt), d.Carrier, nanos(d.ShippedAt), d.OrderID)
 	default:
 		return nil
@@ -161,12 +162,14 @@ func (p *Projection) Order(ctx context.Context, id string) (Order, error) {
 		placed, updated          int64
 		paid, cancelled, shipped sql.NullInt64
 	)
-	err := p.db.QueryRowContext(ctx, `
+	err := projections.Read(ctx, p.db, p.Name(), func(tx *sql.Tx, v int) error {
+		return tx.QueryRowContext(ctx, `
 SELECT order_id, user_id, status, lines, total_cents, currency, placed_at, paid_at,
        cancelled_at, cancel_reason, shipped_at, carrier, updated_at
-FROM orders_v1_orders WHERE order_id = ?`, id).Scan(
-		&o.OrderID, &o.UserID, &o.Status, &lines, &o.TotalCents, &o.Currency, &placed, &paid,
-		&cancelled, &o.CancelReason, &shipped, &o.Carrier, &updated)
+FROM `+projections.Table(p.Name(), v, "orders")+` WHERE order_id = ?`, id).Scan(
+			&o.OrderID, &o.UserID, &o.Status, &lines, &o.TotalCents, &o.Currency, &placed, &paid,
+			&cancelled, &o.CancelReason, &shipped, &o.Carrier, &updated)
+	})
 	if errors.Is(err, sql.ErrNoRows) {
 		return Order{}, fmt.Errorf("read order %s: %w", id, ErrNotFound)
 	}
@@ -187,35 +190,37 @@ FROM orders_v1_orders WHERE order_id = ?`, id).Scan(
 // UserOrders returns a user's orders, newest first: an empty slice for a user
 // without orders, ErrUserNotFound for a user never registered.
 func (p *Projection) UserOrders(ctx context.Context, userID string) ([]Summary, error) {
-	var one int
-	err := p.db.QueryRowContext(ctx, `SELECT 1 FROM orders_v1_users WHERE user_id = ?`, userID).Scan(&one)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("read orders of user %s: %w", userID, ErrUserNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read orders of user %s: %w", userID, err)
-	}
-
-	rows, err := p.db.QueryContext(ctx, `
-SELECT order_id, status, total_cents, currency, placed_at FROM orders_v1_orders
-WHERE user_id = ? ORDER BY placed_at DESC, order_id DESC`, userID)
-	if err != nil {
-		return nil, fmt.Errorf("read orders of user %s: %w", userID, err)
-	}
-	defer rows.Close()
 	list := []Summary{}
-	for rows.Next() {
-		var (
-			s      Summary
-			placed int64
-		)
-		if err := rows.Scan(&s.OrderID, &s.Status, &s.TotalCents, &s.Currency, &placed); err != nil {
-			return nil, fmt.Errorf("read orders of user %s: %w", userID, err)
+	err := projections.Read(ctx, p.db, p.Name(), func(tx *sql.Tx, v int) error {
+		var one int
+		err := tx.QueryRowContext(ctx, `SELECT 1 FROM `+projections.Table(p.Name(), v, "users")+` WHERE user_id = ?`, userID).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrUserNotFound
 		}
-		s.PlacedAt = fromNanos(placed)
-		list = append(list, s)
-	}
-	if err := rows.Err(); err != nil {
+		if err != nil {
+			return err
+		}
+		rows, err := tx.QueryContext(ctx, `
+SELECT order_id, status, total_cents, currency, placed_at FROM `+projections.Table(p.Name(), v, "orders")+`
+WHERE user_id = ? ORDER BY placed_at DESC, order_id DESC`, userID)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				s      Summary
+				placed int64
+			)
+			if err := rows.Scan(&s.OrderID, &s.Status, &s.TotalCents, &s.Currency, &placed); err != nil {
+				return err
+			}
+			s.PlacedAt = fromNanos(placed)
+			list = append(list, s)
+		}
+		return rows.Err()
+	})
+	if err != nil {
 		return nil, fmt.Errorf("read orders of user %s: %w", userID, err)
 	}
 	return list, nil

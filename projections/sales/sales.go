@@ -7,8 +7,9 @@
 // OrderCancelled of a paid order refunds its TotalCents on the UTC day of its
 // CancelledAt, in the currency the order was paid in.
 //
-// Its tables carry the projection version in their names (sales_v1_…), so
-// that a new version rebuilds beside the one that serves.
+// Its tables carry the projection version in their names (sales_v1_days,
+// sales_v2_days, …; see projections.Table), so that a new version is rebuilt
+// beside the one that serves; queries read the active version.
 package sales
 
 import (
@@ -57,15 +58,12 @@ func New(db *sql.DB) *Projection { return &Projection{db: db} }
 // Name implements projections.Projection.
 func (*Projection) Name() string { return "sales" }
 
-// Version implements projections.Projection.
-func (*Projection) Version() int { return 1 }
-
 // Topics implements projections.Projection.
 func (*Projection) Topics() []string { return []string{events.TopicOrderEvents} }
 
-// sales_v1_paid remembers the currency of every paid order, for its refund.
+// The paid table remembers the currency of every paid order, for its refund.
 const setupSQL = `
-CREATE TABLE IF NOT EXISTS sales_v1_days (
+CREATE TABLE IF NOT EXISTS %[1]s (
 	day             TEXT    NOT NULL,
 	currency        TEXT    NOT NULL,
 	orders_paid     INTEGER NOT NULL DEFAULT 0,
@@ -74,14 +72,14 @@ CREATE TABLE IF NOT EXISTS sales_v1_days (
 	refunded_cents  INTEGER NOT NULL DEFAULT 0,
 	PRIMARY KEY (day, currency)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS sales_v1_paid (
+CREATE TABLE IF NOT EXISTS %[2]s (
 	order_id TEXT PRIMARY KEY,
 	currency TEXT NOT NULL
 ) WITHOUT ROWID;`
 
 // Setup implements projections.Projection.
-func (*Projection) Setup(ctx context.Context, tx *sql.Tx) error {
-	if _, err := tx.ExecContext(ctx, setupSQL); err != nil {
+func (*Projection) Setup(ctx context.Context, tx *projections.Tx) error {
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf(setupSQL, tx.Table("days"), tx.Table("paid"))); err != nil {
 		return fmt.Errorf("create sales tables: %w", err)
 	}
 	return nil
@@ -90,16 +88,17 @@ func (*Projection) Setup(ctx context.Context, tx *sql.Tx) error {
 // Apply implements projections.Projection. A refund of an order whose payment
 // the read model never saw (consumption started after it) is not counted,
 // since its currency is unknown. Other types are ignored.
-func (*Projection) Apply(ctx context.Context, tx *sql.Tx, e projections.Event) error {
+func (*Projection) Apply(ctx context.Context, tx *projections.Tx, e projections.Event) error {
+	days, paid := tx.Table("days"), tx.Table("paid")
 	switch d := e.Data.(type) {
 	case *events.OrderPaid:
 		if _, err := tx.ExecContext(ctx,
-			`INSERT INTO sales_v1_paid (order_id, currency) VALUES (?, ?) ON CONFLICT (order_id) DO NOTHING`,
+			`INSERT INTO `+paid+` (order_id, currency) VALUES (?, ?) ON CONFLICT (order_id) DO NOTHING`,
 			d.OrderID, d.Currency); err != nil {
 			return fmt.Errorf("apply %s %s to sales: %w", e.Type, e.ID, err)
 		}
 		if _, err := tx.ExecContext(ctx, `
-INSERT INTO sales_v1_days (day, currency, orders_paid, gross_cents) VALUES (?, ?, 1, ?)
+INSERT INTO `+days+` (day, currency, orders_paid, gross_cents) VALUES (?, ?, 1, ?)
 ON CONFLICT (day, currency) DO UPDATE SET
 	orders_paid = orders_paid + 1, gross_cents = gross_cents + excluded.gross_cents`,
 			day(d.PaidAt), d.Currency, d.AmountCents); err != nil {
@@ -110,7 +109,7 @@ ON CONFLICT (day, currency) DO UPDATE SET
 			return nil
 		}
 		var currency string
-		err := tx.QueryRowContext(ctx, `SELECT currency FROM sales_v1_paid WHERE order_id = ?`, d.OrderID).Scan(&currency)
+		err := tx.QueryRowContext(ctx, `SELECT currency FROM `+paid+` WHERE order_id = ?`, d.OrderID).Scan(&currency)
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil
 		}
@@ -118,7 +117,7 @@ ON CONFLICT (day, currency) DO UPDATE SET
 			return fmt.Errorf("apply %s %s to sales: read currency of order %s: %w", e.Type, e.ID, d.OrderID, err)
 		}
 		if _, err := tx.ExecContext(ctx, `
-INSERT INTO sales_v1_days (day, currency, orders_refunded, refunded_cents) VALUES (?, ?, 1, ?)
+INSERT INTO `+days+` (day, currency, orders_refunded, refunded_cents) VALUES (?, ?, 1, ?)
 ON CONFLICT (day, currency) DO UPDATE SET
 	orders_refunded = orders_refunded + 1, refunded_cents = refunded_cents + excluded.refunded_cents`,
 			day(d.CancelledAt), currency, d.TotalCents); err != nil {
@@ -137,23 +136,26 @@ func (p *Projection) SalesOn(ctx context.Context, date string) (Day, error) {
 		return Day{}, fmt.Errorf("read sales on %q: %w", date, ErrBadDate)
 	}
 	date = t.Format(dateLayout)
-	rows, err := p.db.QueryContext(ctx, `
-SELECT currency, orders_paid, gross_cents, orders_refunded, refunded_cents
-FROM sales_v1_days WHERE day = ? ORDER BY currency`, date)
-	if err != nil {
-		return Day{}, fmt.Errorf("read sales on %s: %w", date, err)
-	}
-	defer rows.Close()
 	d := Day{Date: date, Currencies: []CurrencyTotals{}}
-	for rows.Next() {
-		var c CurrencyTotals
-		if err := rows.Scan(&c.Currency, &c.OrdersPaid, &c.GrossCents, &c.OrdersRefunded, &c.RefundedCents); err != nil {
-			return Day{}, fmt.Errorf("read sales on %s: %w", date, err)
+	err = projections.Read(ctx, p.db, p.Name(), func(tx *sql.Tx, v int) error {
+		rows, err := tx.QueryContext(ctx, `
+SELECT currency, orders_paid, gross_cents, orders_refunded, refunded_cents
+FROM `+projections.Table(p.Name(), v, "days")+` WHERE day = ? ORDER BY currency`, date)
+		if err != nil {
+			return err
 		}
-		c.NetCents = c.GrossCents - c.RefundedCents
-		d.Currencies = append(d.Currencies, c)
-	}
-	if err := rows.Err(); err != nil {
+		defer rows.Close()
+		for rows.Next() {
+			var c CurrencyTotals
+			if err := rows.Scan(&c.Currency, &c.OrdersPaid, &c.GrossCents, &c.OrdersRefunded, &c.RefundedCents); err != nil {
+				return err
+			}
+			c.NetCents = c.GrossCents - c.RefundedCents
+			d.Currencies = append(d.Currencies, c)
+		}
+		return rows.Err()
+	})
+	if err != nil {
 		return Day{}, fmt.Errorf("read sales on %s: %w", date, err)
 	}
 	return d, nil
