@@ -44,7 +44,7 @@ func Example_addHandler() {
 	// The handler: a typed function, told which event it got.
 	handled := make(chan struct{})
 	err = processor.AddHandlersGroup("loyalty-points",
-		cqrs.NewGroupEventHandler(func(ctx context.Context, e *events.OrderPlaced) error {
+		cqrs.NewGroupEventHandler(func(ctx context.Context, e *events.OrderPlacedV2) error {
 			fmt.Printf("user %s earns %d points for order %s\n", e.UserID, e.TotalCents/100, e.OrderID)
 			close(handled)
 			return nil
@@ -59,7 +59,7 @@ func Example_addHandler() {
 	go func() { done <- router.Run(context.Background()) }()
 	defer func() { router.Close(); <-done }()
 
-	msg, err := marshaler.Marshal(events.OrderPlaced{OrderID: "o-1", UserID: "u-1", TotalCents: 4250, Currency: "EUR"})
+	msg, err := marshaler.Marshal(events.OrderPlacedV2{OrderID: "o-1", UserID: "u-1", ItemCount: 2, TotalCents: 4250, Currency: "EUR"})
 	if err != nil {
 		fmt.Println(err)
 		return
