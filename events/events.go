@@ -53,12 +53,22 @@ func Types() []Type {
 		{PayOrder{}.Name(), KindCommand, TopicOrderCommands, func() Message { return &PayOrder{} }},
 		{CancelOrder{}.Name(), KindCommand, TopicOrderCommands, func() Message { return &CancelOrder{} }},
 		{ShipOrder{}.Name(), KindCommand, TopicOrderCommands, func() Message { return &ShipOrder{} }},
+		// Sent by scheduled jobs (orders_jobs.go).
+		{SweepUnpaidOrders{}.Name(), KindCommand, TopicOrderCommands, func() Message { return &SweepUnpaidOrders{} }},
+		{ExpireOrder{}.Name(), KindCommand, TopicOrderCommands, func() Message { return &ExpireOrder{} }},
+		{CloseSalesDay{}.Name(), KindCommand, TopicOrderCommands, func() Message { return &CloseSalesDay{} }},
 		{UserRegistered{}.Name(), KindEvent, TopicUserEvents, func() Message { return &UserRegistered{} }},
 		{OrderPlaced{}.Name(), KindEvent, TopicOrderEvents, func() Message { return &OrderPlaced{} }},
 		{OrderPlacedV2{}.Name(), KindEvent, TopicOrderEvents, func() Message { return &OrderPlacedV2{} }},
 		{OrderPaid{}.Name(), KindEvent, TopicOrderEvents, func() Message { return &OrderPaid{} }},
 		{OrderCancelled{}.Name(), KindEvent, TopicOrderEvents, func() Message { return &OrderCancelled{} }},
 		{OrderShipped{}.Name(), KindEvent, TopicOrderEvents, func() Message { return &OrderShipped{} }},
+		{UnpaidOrdersSwept{}.Name(), KindEvent, TopicOrderEvents, func() Message { return &UnpaidOrdersSwept{} }},
+		{SalesDayClosed{}.Name(), KindEvent, TopicOrderEvents, func() Message { return &SalesDayClosed{} }},
+		// The run history of scheduled jobs (jobs.go).
+		{JobFired{}.Name(), KindEvent, TopicJobRuns, func() Message { return &JobFired{} }},
+		{JobFinished{}.Name(), KindEvent, TopicJobRuns, func() Message { return &JobFinished{} }},
+		{JobSkipped{}.Name(), KindEvent, TopicJobRuns, func() Message { return &JobSkipped{} }},
 		// CommandRejected travels on the events topic of the context that
 		// rejected the command; Topic here names the orders one, and
 		// RejectionTopic picks the right one.
@@ -118,5 +128,6 @@ func Topics() []Topic {
 		{Name: TopicUserEvents},
 		{Name: TopicOrderCommands, Retention: week},
 		{Name: TopicOrderEvents},
+		{Name: TopicJobRuns},
 	}
 }

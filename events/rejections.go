@@ -19,6 +19,8 @@ const (
 	CodeOrderAlreadyPaid = "order_already_paid" // the order was paid before
 	CodeOrderNotPaid     = "order_not_paid"     // shipping needs a paid order
 	CodeOrderShipped     = "order_shipped"      // the order has left the warehouse
+	CodeOrderNotDue      = "order_not_due"      // an expiry of an order placed after its cutoff
+	CodeSalesDayClosed   = "sales_day_closed"   // the day's sales were closed before
 )
 
 // RejectionIsConflict reports whether a rejection code means the aggregate's
@@ -26,7 +28,8 @@ const (
 // itself being unacceptable (HTTP 422) or its target missing (404).
 func RejectionIsConflict(code string) bool {
 	switch code {
-	case CodeOrderExists, CodeUserExists, CodeOrderCancelled, CodeOrderAlreadyPaid, CodeOrderNotPaid, CodeOrderShipped:
+	case CodeOrderExists, CodeUserExists, CodeOrderCancelled, CodeOrderAlreadyPaid, CodeOrderNotPaid, CodeOrderShipped,
+		CodeOrderNotDue, CodeSalesDayClosed:
 		return true
 	}
 	return false

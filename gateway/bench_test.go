@@ -6,8 +6,9 @@ import (
 )
 
 // BenchmarkPlaceOrder measures the command intake: content type, body,
-// schema validation, publish (an in-process gochannel) and the command log
-// (SQLite). Kafka's ack is not part of it.
+// schema validation, publish (an in-process gochannel) and the record of
+// recently accepted commands. Kafka's ack is not part of it, and nothing is
+// written to SQLite.
 func BenchmarkPlaceOrder(b *testing.B) {
 	e := newEnv(b)
 	body := `{"user_id":"` + someUser + `","lines":[{"sku":"BOOK-1","quantity":2,"unit_price_cents":1250}]}`

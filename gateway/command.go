@@ -91,6 +91,24 @@ type intake struct {
 }
 
 // command returns the handler of one command route.
+//
+// A command is published, and answered 202 once the broker acknowledged it;
+// the command log learns of it from the command topic (type, aggregate id,
+// acceptance time and the request's digest travel in the message), and this
+// gateway remembers it meanwhile (recent.go).
+//
+// With an Idempotency-Key the command id is derived from the key, and a
+// retry is looked up before anything is published: when the command is known
+// (to the log, or to this gateway's record) the retry is answered from what
+// is known and not published again, or refused with 422 when it carries
+// another body. One race is left: a retry that arrives on another gateway
+// instance, or while the first request is still waiting for its ack, before
+// the log has consumed the first command, publishes it a second time. That
+// is harmless: both messages have the same command id, and the command
+// handlers keep an inbox of the ids they processed (docs/adr/0003), so the
+// second has no effect. Should the two bodies differ, the handler acts on the
+// first in the partition, and the log keeps that one's digest: a later retry
+// with the other body is refused with 422.
 func (g *Gateway) command(c commandRoute) func(http.ResponseWriter, *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		in, err := g.intake(w, r, c)
@@ -98,22 +116,17 @@ func (g *Gateway) command(c commandRoute) func(http.ResponseWriter, *http.Reques
 			return err
 		}
 
-		// With an Idempotency-Key the command may be known already: a
-		// retry is answered from the log and not published again.
 		if in.keyed {
-			known, err := g.deps.Commands.Get(r.Context(), in.id)
+			known, err := g.lookup(r.Context(), in.id)
 			switch {
 			case errors.Is(err, commands.ErrNotFound):
 			case err != nil:
 				return fmt.Errorf("look up command %s: %w", in.id, err)
-			case known.RequestHash == "":
-				// Published before, but the log learnt of it from the
-				// broker, not from an Accept: the earlier request failed
-				// after publishing. Record it now; do not publish again.
-				return g.accept(w, r, c, in)
-			case known.RequestHash != in.hash:
+			case known.RequestHash != "" && known.RequestHash != in.hash:
 				return errIdempotencyKeyReused
 			default:
+				// The same request again (or a command published before
+				// digests travelled with it): answer from what is known.
 				return g.respond(w, r, c, known)
 			}
 		}
@@ -123,39 +136,45 @@ func (g *Gateway) command(c commandRoute) func(http.ResponseWriter, *http.Reques
 		if err := r.Context().Err(); err != nil {
 			return fmt.Errorf("before publishing command %s: %w", in.id, err)
 		}
-		if err := g.publish(r, in); err != nil {
+		acceptedAt := time.Now().UTC()
+		if err := g.publish(r, in, acceptedAt); err != nil {
 			return err
 		}
-		return g.accept(w, r, c, in)
+		o, first := g.recent.add(commands.Outcome{
+			CommandID: in.id, Type: c.name, AggregateID: in.aggregateID,
+			RequestHash: in.hash, AcceptedAt: acceptedAt,
+		}, time.Now())
+		if !first && o.RequestHash != in.hash {
+			// A concurrent request with the same key and another body was
+			// accepted here first; see above for what becomes of this one.
+			return errIdempotencyKeyReused
+		}
+		return g.respond(w, r, c, o)
 	}
 }
 
-// acceptTimeout bounds recording a command that was already published: it
-// must not be cut short by the request's own deadline, or the client would
-// be told of a failure for a command that is on its way.
-const acceptTimeout = 5 * time.Second
-
-// accept records a published command in the command log and answers.
-func (g *Gateway) accept(w http.ResponseWriter, r *http.Request, c commandRoute, in intake) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), acceptTimeout)
-	defer cancel()
-	outcome, created, err := g.deps.Commands.Accept(ctx, commands.Accepted{
-		CommandID:   in.id,
-		Type:        c.name,
-		AggregateID: in.aggregateID,
-		RequestHash: in.hash,
-		AcceptedAt:  time.Now().UTC(),
-	})
-	if err != nil {
-		return fmt.Errorf("record command %s: %w", in.id, err)
+// lookup returns what is known of a command: the command log's outcome,
+// else this gateway's record of a command it accepted and the log has not
+// consumed yet (pending). Neither knowing it is an error wrapping
+// commands.ErrNotFound. When the log knows the command without a request
+// digest (it learnt of it from its events first), the record's digest is
+// filled in.
+func (g *Gateway) lookup(ctx context.Context, id string) (commands.Outcome, error) {
+	o, err := g.deps.Commands.Get(ctx, id)
+	switch {
+	case err == nil:
+		if o.RequestHash == "" {
+			if rec, ok := g.recent.get(id, time.Now()); ok {
+				o.RequestHash = rec.RequestHash
+			}
+		}
+		return o, nil
+	case errors.Is(err, commands.ErrNotFound):
+		if rec, ok := g.recent.get(id, time.Now()); ok {
+			return rec, nil
+		}
 	}
-	if !created && outcome.RequestHash != in.hash {
-		// A concurrent request with the same key and another body got
-		// there first. The command handlers skip a command id they have
-		// processed, so the publish of this one has no effect.
-		return errIdempotencyKeyReused
-	}
-	return g.respond(w, r, c, outcome)
+	return commands.Outcome{}, err
 }
 
 // intake runs the request through the pipeline, in order: content type,
@@ -223,15 +242,22 @@ func (g *Gateway) intake(w http.ResponseWriter, r *http.Request, c commandRoute)
 	return in, nil
 }
 
-// publish sends the command as a CloudEvent to its command topic.
-func (g *Gateway) publish(r *http.Request, in intake) error {
-	marshaler := cloudevents.Marshaler{Source: events.SourceGateway, NewUUID: func() string { return in.id }}
+// publish sends the command as a CloudEvent to its command topic, stamped
+// (ce_time) with the time it is accepted at and carrying the request's
+// digest (ce_requesthash), from which the command log records both.
+func (g *Gateway) publish(r *http.Request, in intake, acceptedAt time.Time) error {
+	marshaler := cloudevents.Marshaler{
+		Source:  events.SourceGateway,
+		NewUUID: func() string { return in.id },
+		Now:     func() time.Time { return acceptedAt },
+	}
 	msg, err := marshaler.Marshal(in.cmd)
 	if err != nil {
 		return fmt.Errorf("encode command %s: %w", in.id, err)
 	}
 	msg.UUID = in.id
 	msg.Metadata.Set(cloudevents.CorrelationID, in.id)
+	msg.Metadata.Set(cloudevents.RequestHash, in.hash)
 	setAuthContext(r.Context(), msg) // who sent it (auth.go)
 	msg.SetContext(r.Context())
 	if err := g.deps.Publisher.Publish(in.topic, msg); err != nil {
@@ -249,10 +275,15 @@ func (g *Gateway) respond(w http.ResponseWriter, r *http.Request, c commandRoute
 			ctx, cancel := context.WithTimeout(r.Context(), wait)
 			latest, err := g.deps.Commands.Wait(ctx, o.CommandID)
 			cancel()
-			if err != nil {
+			switch {
+			case err == nil:
+				o = latest
+			case errors.Is(err, commands.ErrNotFound):
+				// The log had not consumed the command by the deadline:
+				// it is still pending.
+			default:
 				return fmt.Errorf("wait for command %s: %w", o.CommandID, err)
 			}
-			o = latest
 		}
 	}
 

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"maps"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
@@ -321,20 +323,46 @@ func TestCommandAccepted(t *testing.T) {
 				t.Errorf("aggregate id %q is not a UUID", key)
 			}
 
-			// The command log knows the command as pending.
+			// The message carries the request's digest and its acceptance time.
+			hash := md.Get(cloudevents.RequestHash)
+			if len(hash) != 64 || strings.Trim(hash, "0123456789abcdef") != "" {
+				t.Errorf("metadata %s = %q, want a hex SHA-256", cloudevents.RequestHash, hash)
+			}
+			acceptedAt, err := time.Parse(time.RFC3339Nano, md.Get(cloudevents.Time))
+			if err != nil {
+				t.Fatalf("metadata %s: %v", cloudevents.Time, err)
+			}
+
+			// Nothing was written to the command log: the gateway answers
+			// for the command until the log consumed it.
+			if _, err := e.commands.Get(context.Background(), body.CommandID); !errors.Is(err, commands.ErrNotFound) {
+				t.Errorf("command log before consuming the command: %v, want not found", err)
+			}
+			assertPending := func(when string) {
+				t.Helper()
+				var got commands.Outcome
+				decodeJSON(t, e.do(http.MethodGet, commandURL, "", ""), http.StatusOK, &got)
+				if got.CommandID != body.CommandID || got.Status != commands.StatusPending ||
+					got.Type != rt.wireName || got.AggregateID != key || !got.AcceptedAt.Equal(acceptedAt) {
+					t.Errorf("GET %s %s = %+v, want pending %s of %s accepted at %s",
+						commandURL, when, got, rt.wireName, key, acceptedAt)
+				}
+			}
+			assertPending("at once")
+
+			// The log learns all of it from the command message.
+			if err := e.feed(msg, typ.Topic, "commands"); err != nil {
+				t.Fatal(err)
+			}
 			o, err := e.commands.Get(context.Background(), body.CommandID)
 			if err != nil {
 				t.Fatalf("command log: %v", err)
 			}
-			if o.Status != commands.StatusPending || o.Type != rt.wireName || o.AggregateID != key {
-				t.Errorf("outcome = %+v, want pending %s of %s", o, rt.wireName, key)
+			if o.Status != commands.StatusPending || o.Type != rt.wireName || o.AggregateID != key ||
+				o.RequestHash != hash || !o.AcceptedAt.Equal(acceptedAt) {
+				t.Errorf("outcome = %+v, want pending %s of %s, digest %s, accepted at %s", o, rt.wireName, key, hash, acceptedAt)
 			}
-			rec = e.do(http.MethodGet, commandURL, "", "")
-			var got commands.Outcome
-			decodeJSON(t, rec, http.StatusOK, &got)
-			if got.CommandID != body.CommandID || got.Status != commands.StatusPending {
-				t.Errorf("GET %s = %+v", commandURL, got)
-			}
+			assertPending("once the log has it")
 		})
 	}
 }
@@ -396,6 +424,10 @@ func TestIdempotencyKey(t *testing.T) {
 		}
 		var a, b acceptedBody
 		decodeJSON(t, e.post("/v1/users", `{"email":"a@example.com","name":"A"}`, "Idempotency-Key", "k1"), http.StatusAccepted, &a)
+		// The broker delivers the command to the command log.
+		if err := e.feed(e.publishedMessages()[0], events.TopicUserCommands, "commands"); err != nil {
+			t.Fatal(err)
+		}
 		e.handler = other.Handler()
 		decodeJSON(t, e.post("/v1/users", `{"email":"a@example.com","name":"A"}`, "Idempotency-Key", "k1"), http.StatusAccepted, &b)
 		if a.CommandID != b.CommandID || a.Links.Resource != b.Links.Resource {
@@ -403,6 +435,31 @@ func TestIdempotencyKey(t *testing.T) {
 		}
 		if n := len(e.publishedMessages()); n != 1 {
 			t.Errorf("published %d messages, want 1", n)
+		}
+		// The log has the first request's digest: another body is refused there too.
+		assertProblem(t, e.post("/v1/users", `{"email":"b@example.com","name":"B"}`, "Idempotency-Key", "k1"),
+			http.StatusUnprocessableEntity, gateway.ProblemIdempotencyKeyReused)
+		if n := len(e.publishedMessages()); n != 1 {
+			t.Errorf("published %d messages, want 1", n)
+		}
+	})
+
+	t.Run("retry on another instance before the log has the command publishes the same command again", func(t *testing.T) {
+		// The race command.go documents: harmless, as both messages carry
+		// the same command id, which the command handler's inbox lets
+		// through once.
+		e := newEnv(t)
+		other, err := gateway.New(gateway.Config{}, e.deps())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var a, b acceptedBody
+		decodeJSON(t, e.post("/v1/users", `{"email":"a@example.com","name":"A"}`, "Idempotency-Key", "k1"), http.StatusAccepted, &a)
+		e.handler = other.Handler()
+		decodeJSON(t, e.post("/v1/users", `{"email":"a@example.com","name":"A"}`, "Idempotency-Key", "k1"), http.StatusAccepted, &b)
+		msgs := e.publishedMessages()
+		if len(msgs) != 2 || msgs[0].UUID != a.CommandID || msgs[1].UUID != a.CommandID || b.CommandID != a.CommandID {
+			t.Errorf("published %d messages (answers %s, %s), want the command %s twice", len(msgs), a.CommandID, b.CommandID, a.CommandID)
 		}
 	})
 
@@ -713,51 +770,87 @@ func TestCommandDefaultBodyLimit(t *testing.T) {
 	e.assertNothingPublished(t)
 }
 
-// acceptFails is the real command log with Accept failing, as when the
-// database is briefly unavailable after the command was published.
-type acceptFails struct{ *commands.Projection }
-
-func (acceptFails) Accept(context.Context, commands.Accepted) (commands.Outcome, bool, error) {
-	return commands.Outcome{}, false, errors.New("database is locked")
-}
-
-func TestIdempotencyKeyRetryAfterFailedAccept(t *testing.T) {
+// A command the log learnt of without a request digest (published by a
+// gateway older than ce_requesthash): a retry with its key is answered from
+// the log, whatever its body, and not published again.
+func TestIdempotencyKeyRetryOfACommandWithoutDigest(t *testing.T) {
 	e := newEnv(t)
-	deps := e.deps()
-	deps.Commands = acceptFails{e.commands}
-	failing, err := gateway.New(gateway.Config{}, deps)
+	body := `{"email":"a@example.com","name":"A"}`
+	var a acceptedBody
+	decodeJSON(t, e.post("/v1/users", body, "Idempotency-Key", "signup-1"), http.StatusAccepted, &a)
+	old := e.publishedMessages()[0].Copy()
+	delete(old.Metadata, cloudevents.RequestHash)
+	if err := e.feed(old, events.TopicUserCommands, "commands"); err != nil {
+		t.Fatal(err)
+	}
+
+	// Another instance: it never saw the request.
+	other, err := gateway.New(gateway.Config{}, e.deps())
 	if err != nil {
 		t.Fatal(err)
 	}
-	healthy := e.handler
-	e.handler = failing.Handler()
-	body := `{"email":"a@example.com","name":"A"}`
-	assertProblem(t, e.post("/v1/users", body, "Idempotency-Key", "signup-1"), http.StatusInternalServerError, gateway.ProblemInternal)
-	msgs := e.publishedMessages()
-	if len(msgs) != 1 {
-		t.Fatalf("published %d, want 1", len(msgs))
-	}
-	// The broker delivers the command to the command log meanwhile.
-	if err := e.feed(msgs[0], events.TopicUserCommands, "commands"); err != nil {
-		t.Fatal(err)
-	}
-
-	e.handler = healthy
-	var a acceptedBody
-	decodeJSON(t, e.post("/v1/users", body, "Idempotency-Key", "signup-1"), http.StatusAccepted, &a)
-	if a.CommandID != msgs[0].UUID {
-		t.Errorf("retry named command %s, want the published %s", a.CommandID, msgs[0].UUID)
+	e.handler = other.Handler()
+	for _, retry := range []string{body, `{"email":"b@example.com","name":"B"}`} {
+		var b acceptedBody
+		decodeJSON(t, e.post("/v1/users", retry, "Idempotency-Key", "signup-1"), http.StatusAccepted, &b)
+		if b.CommandID != a.CommandID || b.Status != "pending" {
+			t.Errorf("retry answered %+v, want the pending command %s", b, a.CommandID)
+		}
 	}
 	if n := len(e.publishedMessages()); n != 1 {
-		t.Errorf("published %d, want 1: the retry must not publish again", n)
+		t.Errorf("published %d, want 1: a retry must not publish again", n)
 	}
-	o, err := e.commands.Get(context.Background(), a.CommandID)
-	if err != nil || o.RequestHash == "" {
-		t.Errorf("command log after the retry: %+v, %v; want the request recorded", o, err)
-	}
-	// Now the key is bound to that body.
-	assertProblem(t, e.post("/v1/users", `{"email":"b@example.com","name":"B"}`, "Idempotency-Key", "signup-1"),
-		http.StatusUnprocessableEntity, gateway.ProblemIdempotencyKeyReused)
+}
+
+// The record of recently accepted commands is bounded in size and in time:
+// a command that fell out of it, and that the log has not consumed, is
+// unknown.
+func TestRecentCommandsAreBounded(t *testing.T) {
+	pay := routes()[2]
+	t.Run("least recently used dropped first", func(t *testing.T) {
+		e := newEnv(t, func(c *gateway.Config) { c.RecentCommands = 2 })
+		ids := make([]string, 3)
+		for i := range ids {
+			var a acceptedBody
+			decodeJSON(t, e.post(pay.path, mustJSON(t, pay.valid)), http.StatusAccepted, &a)
+			ids[i] = a.CommandID
+			if i == 1 {
+				// The first used again: the second is now the least recently used.
+				decodeJSON(t, e.do(http.MethodGet, "/v1/commands/"+ids[0], "", ""), http.StatusOK, &commands.Outcome{})
+			}
+		}
+		for i, want := range []int{http.StatusOK, http.StatusNotFound, http.StatusOK} {
+			if got := e.do(http.MethodGet, "/v1/commands/"+ids[i], "", "").Code; got != want {
+				t.Errorf("GET command %d = %d, want %d", i, got, want)
+			}
+		}
+	})
+	t.Run("expired", func(t *testing.T) {
+		e := newEnv(t, func(c *gateway.Config) { c.RecentCommandTTL = time.Millisecond })
+		var a acceptedBody
+		decodeJSON(t, e.post(pay.path, mustJSON(t, pay.valid)), http.StatusAccepted, &a)
+		deadline := time.Now().Add(10 * time.Second)
+		for e.do(http.MethodGet, "/v1/commands/"+a.CommandID, "", "").Code != http.StatusNotFound {
+			if time.Now().After(deadline) {
+				t.Fatalf("command %s still known 10 s after a TTL of 1 ms", a.CommandID)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		// Once the log consumed it, the command is known again, for good.
+		if err := e.feed(e.publishedMessages()[0], events.TopicOrderCommands, "commands"); err != nil {
+			t.Fatal(err)
+		}
+		if got := e.do(http.MethodGet, "/v1/commands/"+a.CommandID, "", "").Code; got != http.StatusOK {
+			t.Errorf("GET command after the log consumed it = %d, want 200", got)
+		}
+	})
+	t.Run("negative bounds are refused", func(t *testing.T) {
+		e := newEnv(t)
+		_, err := gateway.New(gateway.Config{RecentCommands: -1, RecentCommandTTL: -time.Second}, e.deps())
+		if err == nil || !strings.Contains(err.Error(), "recent commands") || !strings.Contains(err.Error(), "recent command TTL") {
+			t.Errorf("New with negative bounds: %v, want both named", err)
+		}
+	})
 }
 
 // ctxKey marks a request context, standing in for the trace context that
@@ -777,5 +870,57 @@ func TestCommandCarriesRequestContext(t *testing.T) {
 	}
 	if got := msgs[0].Context().Value(ctxKey{}); got != "trace-1" {
 		t.Errorf("published message context carries %v, want the request's", got)
+	}
+}
+
+// holdFirst is a publisher whose first Publish waits, once it has started,
+// until release is closed.
+type holdFirst struct {
+	message.Publisher
+	once             sync.Once
+	started, release chan struct{}
+}
+
+func (h *holdFirst) Publish(topic string, msgs ...*message.Message) error {
+	first := false
+	h.once.Do(func() { first = true })
+	if first {
+		close(h.started)
+		<-h.release
+	}
+	return h.Publisher.Publish(topic, msgs...)
+}
+
+// Two requests with one Idempotency-Key and two bodies at once, on one
+// gateway: both are published (neither was known when it looked), and the
+// one this gateway records second is refused, as a retry would be.
+func TestIdempotencyKeyConcurrentBodies(t *testing.T) {
+	e := newEnv(t)
+	pub := &holdFirst{Publisher: e.pubsub, started: make(chan struct{}), release: make(chan struct{})}
+	deps := e.deps()
+	deps.Publisher = pub
+	g, err := gateway.New(gateway.Config{}, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.handler = g.Handler()
+
+	slow := make(chan *httptest.ResponseRecorder, 1)
+	go func() { slow <- e.post("/v1/users", `{"email":"a@example.com","name":"A"}`, "Idempotency-Key", "k") }()
+	<-pub.started
+	var fast acceptedBody
+	decodeJSON(t, e.post("/v1/users", `{"email":"b@example.com","name":"B"}`, "Idempotency-Key", "k"), http.StatusAccepted, &fast)
+	close(pub.release)
+	assertProblem(t, <-slow, http.StatusUnprocessableEntity, gateway.ProblemIdempotencyKeyReused)
+
+	msgs := e.publishedMessages()
+	if len(msgs) != 2 || msgs[0].UUID != fast.CommandID || msgs[1].UUID != fast.CommandID {
+		t.Errorf("published %d messages, want the command %s twice", len(msgs), fast.CommandID)
+	}
+	// The same body as the accepted one is a retry of it.
+	var retry acceptedBody
+	decodeJSON(t, e.post("/v1/users", `{"email":"b@example.com","name":"B"}`, "Idempotency-Key", "k"), http.StatusAccepted, &retry)
+	if retry != fast {
+		t.Errorf("retry answered %+v, want %+v", retry, fast)
 	}
 }

@@ -6,12 +6,18 @@
 // is read up to a limit and parsed, the ids the server assigns are merged in,
 // the whole command document is validated against its JSON Schema (package
 // schemas) and decoded into the typed command of package events. The command
-// is then published as a CloudEvent on its command topic and recorded in the
-// command log, and the client gets 202 Accepted with the command's URL. A
-// client may send `Prefer: wait=N` to wait up to N seconds for the outcome,
-// and an `Idempotency-Key` header to make retries safe: a retry with the same
-// key and body names the same command (and the same new aggregate) on any
-// gateway instance, and is never published twice.
+// is then published as a CloudEvent on its command topic, carrying a digest
+// of the request (the ce_requesthash extension), and the client gets 202
+// Accepted with the command's URL as soon as the broker acknowledged it:
+// nothing is written to a database on the way. The command log
+// (projections/commands) learns of the command from the command topic; until
+// it has, the gateway answers for the commands it accepted from a bounded
+// record of its own (recent.go). A client may send `Prefer: wait=N` to wait
+// up to N seconds for the outcome, and an `Idempotency-Key` header to make
+// retries safe: a retry with the same key and body names the same command
+// (and the same new aggregate) on any gateway instance, and is not published
+// again once the command is known (see command.go for the one race left, and
+// why it is harmless).
 //
 // Reads (`GET /v1/orders/{id}`, `/v1/users/{id}/orders`,
 // `/v1/users/{id}/notifications`, `/v1/reports/sales`, `/v1/commands/{id}`)
@@ -78,6 +84,15 @@ type Config struct {
 	// the bound on requests in flight, timeouts, read-edge breakers.
 	// The zero value takes every default. SetRules changes them later.
 	Rules Rules
+	// RecentCommands bounds the record of the commands this gateway
+	// accepted lately, kept until the command log learns of them from the
+	// command topic: GET /v1/commands/{id} right after a 202 is answered
+	// from it. At most this many, the least recently used dropped first.
+	// Default DefaultRecentCommands.
+	RecentCommands int
+	// RecentCommandTTL is how long an accepted command stays in that record
+	// at most. Default DefaultRecentCommandTTL (1 minute).
+	RecentCommandTTL time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -93,6 +108,12 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.RecentCommands == 0 {
+		c.RecentCommands = DefaultRecentCommands
+	}
+	if c.RecentCommandTTL == 0 {
+		c.RecentCommandTTL = DefaultRecentCommandTTL
+	}
 }
 
 // Validate reports every problem of the configuration at once.
@@ -107,6 +128,12 @@ func (c Config) Validate() error {
 	if !isCurrencyCode(c.DefaultCurrency) {
 		errs = append(errs, fmt.Errorf("default currency must be three upper-case letters (ISO 4217), got %q", c.DefaultCurrency))
 	}
+	if c.RecentCommands < 0 {
+		errs = append(errs, fmt.Errorf("recent commands must not be negative (0 takes the default), got %d", c.RecentCommands))
+	}
+	if c.RecentCommandTTL < 0 {
+		errs = append(errs, fmt.Errorf("recent command TTL must not be negative (0 takes the default), got %s", c.RecentCommandTTL))
+	}
 	return errors.Join(errs...)
 }
 
@@ -118,7 +145,7 @@ type Deps struct {
 	Publisher message.Publisher
 	// Validator checks command documents against the JSON Schemas.
 	Validator Validator
-	// Commands records accepted commands and reports their outcomes.
+	// Commands reports the outcomes of commands.
 	Commands CommandLog
 	// Orders answers order queries.
 	Orders OrderQueries
@@ -156,13 +183,15 @@ func (d Deps) validate() error {
 }
 
 // Gateway is the HTTP edge. It is safe for concurrent use; it holds no
-// resources of its own and needs no closing.
+// resources of its own (its record of recently accepted commands is memory)
+// and needs no closing.
 type Gateway struct {
 	cfg    Config
 	deps   Deps
 	log    *slog.Logger
 	router *mux.Router
 	gov    *governance
+	recent *recentCommands
 }
 
 // New checks cfg and deps and builds a Gateway. It reports every problem at
@@ -172,7 +201,8 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	if err := errors.Join(cfg.Validate(), cfg.Rules.Validate(), deps.validate(), checkCommandRoutes()); err != nil {
 		return nil, fmt.Errorf("build gateway: %w", err)
 	}
-	g := &Gateway{cfg: cfg, deps: deps, log: cfg.Logger}
+	g := &Gateway{cfg: cfg, deps: deps, log: cfg.Logger,
+		recent: newRecentCommands(cfg.RecentCommands, cfg.RecentCommandTTL)}
 	g.gov = newGovernance(cfg.Rules, cfg.Logger)
 	g.deps = g.gov.guard(deps) // governance: read edges behind breakers
 	g.router = g.routes()

@@ -137,9 +137,8 @@ func (s guardedSales) SalesOn(ctx context.Context, date string) (sales.Day, erro
 	})
 }
 
-// guardedCommands guards the reads of the command log. Accept (a write
-// that follows a publish) and Wait (a long poll, which ends at its
-// deadline by design) go straight through.
+// guardedCommands guards the reads of the command log. Wait (a long poll,
+// which ends at its deadline by design) goes straight through.
 type guardedCommands struct {
 	CommandLog
 	gv *governance

@@ -20,12 +20,11 @@ type Validator interface {
 	Validate(name string, doc any) error
 }
 
-// CommandLog records accepted commands and reports their outcomes;
-// *commands.Projection implements it.
+// CommandLog reports the outcomes of commands; *commands.Projection and
+// the remote query edge's client (gateway/upstream) implement it. The log
+// learns of a command from the command topic, a moment after the broker
+// acknowledged it: the gateway writes nothing to it.
 type CommandLog interface {
-	// Accept records a command as pending. It reports false, with the
-	// outcome already known, when the command id was recorded before.
-	Accept(ctx context.Context, a commands.Accepted) (commands.Outcome, bool, error)
 	// Get returns what is known about a command, or an error wrapping
 	// commands.ErrNotFound.
 	Get(ctx context.Context, id string) (commands.Outcome, error)

@@ -25,7 +25,7 @@ type userNotifications struct {
 
 func (g *Gateway) getCommand(w http.ResponseWriter, r *http.Request) error {
 	id := mux.Vars(r)["id"]
-	o, err := g.deps.Commands.Get(r.Context(), id)
+	o, err := g.lookup(r.Context(), id) // the log, else this gateway's record (command.go)
 	if err != nil {
 		return &lookupError{resource: "command", id: id, err: err}
 	}

@@ -93,7 +93,7 @@ func (g *Gateway) readAfter(r *http.Request, projection string) error {
 	ctx, cancel := context.WithTimeout(r.Context(), wait)
 	defer cancel()
 
-	o, err := g.deps.Commands.Get(ctx, id)
+	o, err := g.lookup(ctx, id) // the log, else this gateway's record (command.go)
 	if errors.Is(err, commands.ErrNotFound) {
 		return &paramError{name: "after",
 			detail: fmt.Sprintf("No command has the id %q. Give the command_id of a command this service accepted.", id)}
@@ -102,7 +102,12 @@ func (g *Gateway) readAfter(r *http.Request, projection string) error {
 		return fmt.Errorf("read after command %s: %w", id, err)
 	}
 	if o.Status == commands.StatusPending {
-		if o, err = g.deps.Commands.Wait(ctx, id); err != nil {
+		o, err = g.deps.Commands.Wait(ctx, id)
+		switch {
+		case errors.Is(err, commands.ErrNotFound):
+			// Accepted here, not consumed by the log before the bound.
+			o.Status = commands.StatusPending
+		case err != nil:
 			return fmt.Errorf("read after command %s: %w", id, err)
 		}
 		if o.Status == commands.StatusPending {

@@ -166,3 +166,20 @@ func TestReadAfterRefusals(t *testing.T) {
 		})
 	}
 }
+
+// A read after a command this gateway accepted a moment ago, which the
+// command log has not consumed yet: the command is known (pending), not
+// refused as unknown, and the query waits for it up to its bound.
+func TestReadAfterACommandTheLogHasNotConsumed(t *testing.T) {
+	e := newEnv(t)
+	e.handler = readAfterGateway(t, e, runnerProgress{e})
+	var a acceptedBody
+	decodeJSON(t, e.post("/v1/orders", `{"user_id":"`+someUser+`","lines":[{"sku":"A","quantity":1,"unit_price_cents":5}]}`),
+		http.StatusAccepted, &a)
+	orderID := strings.TrimPrefix(a.Links.Resource, "/v1/orders/")
+	p := assertProblem(t, get(e.handler, "/v1/orders/"+orderID+"?after="+a.CommandID, "Prefer", "wait=1"),
+		http.StatusServiceUnavailable, gateway.ProblemNotYetVisible)
+	if p.CommandID != a.CommandID || !strings.Contains(p.Detail, "has not been handled yet") {
+		t.Errorf("problem = %+v, want the command named as not handled yet", p)
+	}
+}

@@ -51,6 +51,11 @@ type Event struct {
 	// Data is the decoded payload, a pointer such as *events.OrderPlacedV2,
 	// always of the current version of its type.
 	Data events.Message
+
+	// Metadata is every header the message carried: the CloudEvents
+	// attributes above and extensions such as ce_requesthash (see package
+	// cloudevents). It is the consumed message's own: read it, do not change it.
+	Metadata message.Metadata
 }
 
 // Projection folds events into tables of its own, one set of tables per
@@ -637,6 +642,7 @@ func decode(msg *message.Message, typ events.Type, at Position, upcast bool) (Ev
 		Partition:   at.Partition,
 		Offset:      at.Offset,
 		Data:        current,
+		Metadata:    msg.Metadata,
 	}, nil
 }
 

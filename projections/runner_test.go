@@ -129,12 +129,18 @@ func TestRunnerAppliesEventWithItsAttributes(t *testing.T) {
 	when := time.Date(2025, 3, 1, 10, 0, 0, 123456789, time.UTC)
 	msg := projectiontest.Message(t, placed("o-1"),
 		projectiontest.ID("e-1"), projectiontest.CausedBy("c-1"), projectiontest.At(when), projectiontest.Source(events.SourceOrders))
+	msg.Metadata.Set("ce_someextension", "x")
 	handle(t, r, projectiontest.Delivered(msg, events.TopicOrderEvents, 2, 41))
 
 	if len(rec.seen) != 1 {
 		t.Fatalf("Apply called %d times, want 1", len(rec.seen))
 	}
 	got := rec.seen[0]
+	// Every header reaches the projection, extensions included.
+	if got.Metadata.Get("ce_someextension") != "x" || got.Metadata.Get(cloudevents.CausationID) != "c-1" {
+		t.Errorf("event metadata = %v, want every header of the message", got.Metadata)
+	}
+	got.Metadata = nil
 	want := projections.Event{
 		ID: "e-1", Type: "orders.order-placed.v2", WireType: "orders.order-placed.v1", Key: "o-1",
 		Source: events.SourceOrders, CausationID: "c-1",

@@ -29,6 +29,7 @@ import (
 	"github.com/millrace/millrace/platform/sqlite"
 	"github.com/millrace/millrace/projections"
 	commandlog "github.com/millrace/millrace/projections/commands"
+	"github.com/millrace/millrace/projections/jobs"
 	orderviews "github.com/millrace/millrace/projections/orders"
 	"github.com/millrace/millrace/projections/queryapi"
 	"github.com/millrace/millrace/projections/sales"
@@ -61,6 +62,11 @@ type app struct {
 
 	// kafka is how the process reaches the brokers.
 	kafka kafka.Config
+
+	// stateDB and views are what the scheduler reads and keeps its
+	// records in (wire_scheduler.go).
+	stateDB *sql.DB
+	views   readModels
 }
 
 // buildApp builds the command handlers, reactors, projections and gateway
@@ -97,6 +103,7 @@ func buildPlatform(ctx context.Context, cfg devConfig, brokers []string, logger 
 	if err != nil {
 		return a, err
 	}
+	a.stateDB = stateDB
 	viewDB, err := a.openDB(ctx, cfg.path("projections.db"))
 	if err != nil {
 		return a, err
@@ -141,7 +148,7 @@ func buildPlatform(ctx context.Context, cfg devConfig, brokers []string, logger 
 
 	// Command handlers: one handler group per context, so that the commands
 	// of one aggregate are handled in partition order.
-	commandGroups, err := buildCommandGroups(store, commandContexts())
+	commandGroups, err := buildCommandGroups(store, stateDB, commandContexts())
 	if err != nil {
 		return a, err
 	}
@@ -163,9 +170,10 @@ func buildPlatform(ctx context.Context, cfg devConfig, brokers []string, logger 
 	// version beside it (see wire_replay.go). Every runner's positions are
 	// reported as millrace_projection_position.
 	views := newReadModels(viewDB)
+	a.views = views
 	orderView, salesView, commandView := views.orders, views.sales, views.commands
 	projectionManager, err := buildProjections(ctx, a, kcfg, viewDB, r, subscriber, obs.watchProjection, logger,
-		views.all()...)
+		append(views.all(), views.jobs)...)
 	if err != nil {
 		return a, err
 	}
@@ -242,8 +250,10 @@ func commandContexts() []string { return []string{"users", "orders"} }
 // contexts on store: one group per context, consuming its command topic.
 // The orders context asks whether a user is registered by reading the users
 // aggregate in the same store, so store must hold the users' state too
-// (docs/adr/0005-shared-sqlite-per-role.md).
-func buildCommandGroups(store *commandstore.Store, contexts []string) (map[string]handlerGroup, error) {
+// (docs/adr/0005-shared-sqlite-per-role.md). stateDB is store's database:
+// the orders context's scheduled commands read the orders in it
+// (wire_scheduler.go).
+func buildCommandGroups(store *commandstore.Store, stateDB *sql.DB, contexts []string) (map[string]handlerGroup, error) {
 	userAgg, err := commandstore.NewAggregate[users.User, events.Message](store, commandstore.AggregateConfig{
 		Name: "user", Handler: "users", Topic: events.TopicUserEvents, Source: events.SourceUsers,
 	})
@@ -256,9 +266,15 @@ func buildCommandGroups(store *commandstore.Store, contexts []string) (map[strin
 	if err != nil {
 		return nil, err
 	}
+	// The commands scheduled jobs send to the orders context are handled
+	// in its group too (wire_scheduler.go).
+	orderJobs, err := orderJobHandlers(store, stateDB)
+	if err != nil {
+		return nil, err
+	}
 	all := map[string]handlerGroup{
 		"users":  {events.TopicUserCommands, users.New(userAgg, time.Now).GroupHandlers()},
-		"orders": {events.TopicOrderCommands, orders.New(orderAgg, userAgg, time.Now).GroupHandlers()},
+		"orders": {events.TopicOrderCommands, append(orders.New(orderAgg, userAgg, time.Now).GroupHandlers(), orderJobs...)},
 	}
 	groups := map[string]handlerGroup{}
 	for _, name := range contexts {
@@ -291,13 +307,17 @@ type readModels struct {
 	orders   *orderviews.Projection
 	sales    *sales.Projection
 	commands *commandlog.Projection
+	// jobs is the run history of scheduled jobs (wire_scheduler.go).
+	jobs *jobs.Projection
 }
 
 func newReadModels(db *sql.DB) readModels {
-	return readModels{orders: orderviews.New(db), sales: sales.New(db), commands: commandlog.New(db)}
+	return readModels{orders: orderviews.New(db), sales: sales.New(db), commands: commandlog.New(db), jobs: jobs.New(db)}
 }
 
-// all lists every projection, in the order `millrace dev` runs them.
+// all lists the projections a projector runs, in the order `millrace dev`
+// runs them. The run history (jobs) is not among them: `millrace dev` and
+// the scheduler role run it beside their scheduler (wire_scheduler.go).
 func (m readModels) all() []projections.Projection {
 	return []projections.Projection{m.orders, m.sales, m.commands}
 }

@@ -46,6 +46,8 @@ type devConfig struct {
 	// server's abuse limits, SASL and TLS towards Kafka. See
 	// wire_security.go.
 	Security securityConfig
+	// Pprof serves Go's profiles under /debug/pprof/ (--pprof; pprof.go).
+	Pprof bool
 }
 
 func (c *devConfig) setDefaults() {

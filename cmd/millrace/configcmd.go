@@ -413,4 +413,3 @@ func derefTime[T any](p *T) T {
 	}
 	return *p
 }
-

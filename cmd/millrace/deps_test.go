@@ -42,7 +42,7 @@ func TestImportRules(t *testing.T) {
 	domain := []string{module + "events", module + "handlers", module + "projections", module + "gateway"}
 	adapters := []string{
 		module + "platform/kafka", module + "platform/sqlite", module + "platform/commandstore", module + "platform/router",
-		module + "platform/poison", module + "platform/consul", module + "platform/config", module + "platform/telemetry",
+		module + "platform/poison", module + "platform/consul", module + "platform/config", module + "platform/telemetry", module + "platform/scheduler",
 	}
 	under := func(path string, roots []string) bool {
 		for _, r := range roots {

@@ -66,16 +66,17 @@ and a later start resumes where it stopped, with nothing lost and nothing applie
 			if err != nil {
 				return fmt.Errorf("configuration: %w", err)
 			}
-			return runDev(cmd.Context(), cfg, logger, stdout, rules, obs, disc)
+			return runDev(cmd.Context(), cfg, logger, stdout, rules, obs, disc, getenv)
 		},
 	}
 	bindDevFlags(cmd.Flags(), &cfg, getenv)
+	cmd.Flags().BoolVar(&cfg.Pprof, "pprof", false, "serve Go's profiles under /debug/pprof/, without authentication (loopback --http-addr only)")
 	return cmd
 }
 
 // runDev builds the platform, serves until ctx is cancelled, then shuts
 // down in reverse order of construction.
-func runDev(ctx context.Context, cfg devConfig, logger *slog.Logger, stdout io.Writer, rules *liveRules, obs *observability, disc *discoveryWiring) (err error) {
+func runDev(ctx context.Context, cfg devConfig, logger *slog.Logger, stdout io.Writer, rules *liveRules, obs *observability, disc *discoveryWiring, getenv func(string) string) (err error) {
 	// Buffered spans are exported last, once everything that makes them stopped.
 	defer func() { err = errors.Join(err, obs.shutdown(5*time.Second)) }()
 	// Who may call which route: refused here, before anything starts, when
@@ -124,7 +125,19 @@ func runDev(ctx context.Context, cfg devConfig, logger *slog.Logger, stdout io.W
 
 	// The rules of the rules file, put in force before the first request
 	// or message, then kept in step with the file (see wire_config.go).
+	// The scheduler fires the jobs of the rules' jobs section while it
+	// holds the scheduler's leader lock (wire_scheduler.go).
+	sp, err := buildScheduler(ctx, schedulerDeps{
+		leaders: disc.leaders, getenv: getenv, env: cfg.Env, stateDB: p.stateDB, stateFile: cfg.path("state.db"), publisher: p.publisher,
+		commands: p.views.commands, history: p.views.jobs, jobs: rules.current().Jobs,
+		instance: instanceName(cfg.HTTPAddr), registerer: obs.registerer(), logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+
 	holders := holdersOf(p)
+	holders.scheduler = sp.sched
 	if err := rules.start(holders); err != nil {
 		return err
 	}
@@ -136,7 +149,7 @@ func runDev(ctx context.Context, cfg devConfig, logger *slog.Logger, stdout io.W
 	// The gateway, traced and measured, and /metrics (wire_telemetry.go).
 	// The rules' admin API under /admin/config and the feature flags that
 	// act on requests go in front of the platform's handler (wire_config.go).
-	handler, err := obs.handler(rules.wrap(p.HTTPHandler()), routeOf(p.gateway))
+	handler, err := obs.handler(rules.wrap(withJobsAdmin(sp, p.HTTPHandler())), routeOf(p.gateway))
 	if err != nil {
 		return err
 	}
@@ -147,11 +160,17 @@ func runDev(ctx context.Context, cfg devConfig, logger *slog.Logger, stdout io.W
 	if err != nil {
 		return err
 	}
+	if cfg.Pprof { // profiles for benchmarking, loopback only (pprof.go)
+		if handler, err = withPprof(handler, cfg.HTTPAddr); err != nil {
+			return err
+		}
+	}
 	srv := newHTTPServer(handler, cfg.Security.HTTP, logger)
 	ln = netutil.LimitListener(ln, cfg.Security.HTTP.MaxConnections)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return p.Run(gctx) })
+	g.Go(func() error { return sp.sched.Run(gctx) })
 	g.Go(func() error { return rules.watch(gctx, holders) })
 	// The history of the rules: read from its topic, every accepted change
 	// recorded on it (wire_config.go).
@@ -183,6 +202,7 @@ func runDev(ctx context.Context, cfg devConfig, logger *slog.Logger, stdout io.W
 		fmt.Fprintf(stdout, "  data      %s\n", cfg.DataDir)
 		fmt.Fprintf(stdout, "  rules     %s\n", rules.describe())
 		fmt.Fprintf(stdout, "  registry  %s\n", disc.desc)
+		fmt.Fprintf(stdout, "  jobs      %s; %s/admin/jobs\n", sp.desc, base)
 		fmt.Fprintf(stdout, "  auth      %s\n", sec.describe())
 		fmt.Fprintf(stdout, "Press Ctrl-C to stop.\n")
 		return nil

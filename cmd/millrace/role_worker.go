@@ -135,7 +135,7 @@ func buildWorkerRole(ctx context.Context, env *roleEnv, contexts, reactors []str
 	if err != nil {
 		return nil, err
 	}
-	groups, err := buildCommandGroups(store, contexts)
+	groups, err := buildCommandGroups(store, stateDB, contexts)
 	if err != nil {
 		return nil, err
 	}

@@ -144,19 +144,36 @@ const (
 	serviceWorker = "millrace-worker"
 )
 
+// roleSpecs are the roles of the binary. A spec holds the values its flags
+// are parsed into: take fresh ones for each command.
+func roleSpecs() []roleSpec {
+	return []roleSpec{
+		gatewayRole(),
+		workerRole(),
+		projectorRole(),
+		schedulerRole(), // role_scheduler.go
+	}
+}
+
 // roleCommands are the role commands and `millrace broker`.
 func roleCommands(getenv func(string) string, stdout, stderr io.Writer) []*cobra.Command {
-	return []*cobra.Command{
-		newRoleCommand(gatewayRole(), getenv, stdout, stderr),
-		newRoleCommand(workerRole(), getenv, stdout, stderr),
-		newRoleCommand(projectorRole(), getenv, stdout, stderr),
-		newBrokerCommand(getenv, stdout, stderr),
+	var cmds []*cobra.Command
+	for _, spec := range roleSpecs() {
+		cmds = append(cmds, newRoleCommand(spec, getenv, stdout, stderr))
 	}
+	return append(cmds, newBrokerCommand(getenv, stdout, stderr))
 }
 
 // newRoleCommand is the command of one role.
 func newRoleCommand(spec roleSpec, getenv func(string) string, stdout, stderr io.Writer) *cobra.Command {
-	var cfg roleConfig
+	cmd, _ := roleCommand(spec, getenv, stdout, stderr)
+	return cmd
+}
+
+// roleCommand is the command of one role and the configuration its flags
+// are parsed into.
+func roleCommand(spec roleSpec, getenv func(string) string, stdout, stderr io.Writer) (*cobra.Command, *roleConfig) {
+	cfg := &roleConfig{}
 	cmd := &cobra.Command{
 		Use:   spec.name,
 		Short: spec.short,
@@ -167,14 +184,14 @@ func newRoleCommand(spec roleSpec, getenv func(string) string, stdout, stderr io
 			if err := cfg.validate(spec, getenv); err != nil {
 				return fmt.Errorf("configuration: %w", err)
 			}
-			return runRole(cmd.Context(), spec, cfg, getenv, stdout, stderr)
+			return runRole(cmd.Context(), spec, *cfg, getenv, stdout, stderr)
 		},
 	}
-	bindRoleFlags(cmd.Flags(), spec, &cfg, getenv)
+	bindRoleFlags(cmd.Flags(), spec, cfg, getenv)
 	if spec.flags != nil {
 		spec.flags(cmd.Flags(), getenv)
 	}
-	return cmd
+	return cmd, cfg
 }
 
 // roleCommonHelp ends the help of every role.

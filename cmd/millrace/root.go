@@ -28,6 +28,7 @@ func newRootCommand(getenv func(string) string, stdout, stderr io.Writer) *cobra
 		newProjectionsCommand(getenv, stdout),
 		newKeysCommand(getenv, stdout, stderr),
 		newConfigCommand(getenv, stdout),
+		newJobsCommand(getenv, stdout),
 	)
 	// The roles of the many-machines deployment and the broker process of
 	// the local topology (roles.go, broker.go).

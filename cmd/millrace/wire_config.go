@@ -21,6 +21,7 @@ import (
 	"github.com/millrace/millrace/platform/consul"
 	"github.com/millrace/millrace/platform/kafka"
 	"github.com/millrace/millrace/platform/router"
+	"github.com/millrace/millrace/platform/scheduler"
 )
 
 // rulesFile is the rules document of a running millrace process: every
@@ -39,6 +40,9 @@ type rulesFile struct {
 	LogLevel string `yaml:"log_level" json:"log_level"`
 	// Features turns the feature flags of featureFlags on and off.
 	Features map[string]bool `yaml:"features" json:"features"`
+	// Jobs are the scheduled jobs, by name (scheduler.Job; see
+	// docs/scheduling.md and wire_scheduler.go).
+	Jobs map[string]scheduler.Job `yaml:"jobs,omitempty" json:"jobs,omitempty"`
 }
 
 // envRulesPrefix is the prefix of the environment layer's variables:
@@ -85,6 +89,9 @@ func (f rulesFile) Validate() error {
 		return err
 	}
 	errs = append(errs, config.Within("features", flags.Check(f.Features)))
+	if len(f.Jobs) > 0 {
+		errs = append(errs, config.Within("jobs", validateJobs(f.Jobs)))
+	}
 	return errors.Join(errs...)
 }
 
@@ -213,6 +220,8 @@ type ruleHolders struct {
 	gateway *gateway.Gateway
 	// router is nil in a process that runs no router.
 	router *router.Stack
+	// scheduler is nil in a process that runs no scheduler.
+	scheduler *scheduler.Scheduler
 }
 
 // holdersOf returns the parts of p that hold live rules.
@@ -237,6 +246,11 @@ func (lr *liveRules) apply(f rulesFile, h ruleHolders) error {
 	if err := lr.flags.Set(f.Features); err != nil {
 		errs = append(errs, config.Within("features", err))
 	}
+	if h.scheduler != nil {
+		if err := h.scheduler.SetJobs(f.Jobs); err != nil {
+			errs = append(errs, config.Within("jobs", err))
+		}
+	}
 	lr.setLevel(f)
 	return errors.Join(errs...)
 }
@@ -253,9 +267,16 @@ func (lr *liveRules) setLevel(f rulesFile) {
 
 // start applies the rules in force to the holders, once they are built.
 func (lr *liveRules) start(h ruleHolders) error {
-	if h.router == nil && (lr.path != "" || lr.kv != nil) {
-		lr.logger.Warn("the router section of the rules is checked but not applied: this process holds no router rules",
-			slog.String("source", lr.live.Status().Source))
+	if lr.path != "" || lr.kv != nil {
+		for _, unused := range []struct {
+			section string
+			absent  bool
+		}{{"router", h.router == nil}, {"gateway", h.gateway == nil}} {
+			if unused.absent {
+				lr.logger.Warn("the "+unused.section+" section of the rules is checked but not applied: this process holds no "+unused.section+" rules",
+					slog.String("source", lr.live.Status().Source))
+			}
+		}
 	}
 	if err := lr.apply(lr.current(), h); err != nil {
 		return fmt.Errorf("apply rules from %s: %w", lr.describe(), err)
@@ -279,12 +300,19 @@ func (lr *liveRules) watch(ctx context.Context, h ruleHolders) error {
 // GET /admin/config/history and rollbacks) and records every change of the
 // writable documents on it through pub. A history that cannot be read is
 // logged, and the process runs on without it.
+//
+// A process without a publisher (pub nil) reads the history but records
+// nothing: the other processes of its role record the changes.
 func (lr *liveRules) runHistory(ctx context.Context, kcfg kafka.Config, pub message.Publisher, instance string) error {
-	rec, err := config.NewRecorder(lr.live, config.RecorderConfig{
-		Publisher: pub, History: lr.history, Instance: instance, Logger: lr.logger,
-	})
-	if err != nil {
-		return err
+	var rec *config.Recorder
+	if pub != nil {
+		var err error
+		rec, err = config.NewRecorder(lr.live, config.RecorderConfig{
+			Publisher: pub, History: lr.history, Instance: instance, Logger: lr.logger,
+		})
+		if err != nil {
+			return err
+		}
 	}
 	adm, err := kafka.NewAdmin(kcfg)
 	if err != nil {
@@ -325,7 +353,9 @@ func (lr *liveRules) runHistory(ctx context.Context, kcfg kafka.Config, pub mess
 		}
 		return nil
 	})
-	g.Go(func() error { return rec.Run(gctx) })
+	if rec != nil {
+		g.Go(func() error { return rec.Run(gctx) })
+	}
 	return g.Wait()
 }
 

@@ -296,8 +296,10 @@ func (c *Client) Get(ctx context.Context, id string) (commands.Outcome, error) {
 	return c.command(ctx, id, 0)
 }
 
-// Accept implements gateway.CommandLog: PUT to the edge, which is
-// idempotent, so it is retried like a read.
+// Accept records an accepted command on the edge (PUT, idempotent, so it is
+// retried like a read). The gateway no longer calls it: the command log
+// learns of a command from the command topic (ce_requesthash carries the
+// request's digest). It stays for clients that record commands themselves.
 func (c *Client) Accept(ctx context.Context, a commands.Accepted) (commands.Outcome, bool, error) {
 	body, err := json.Marshal(queryapi.AcceptRequest{
 		Type: a.Type, AggregateID: a.AggregateID, RequestHash: a.RequestHash, AcceptedAt: a.AcceptedAt,

@@ -51,6 +51,8 @@ func (h *Handler) GroupHandlers() []cqrs.GroupEventHandler {
 		cqrs.NewGroupEventHandler(func(ctx context.Context, c *events.PayOrder) error { return h.decide(ctx, *c, false) }),
 		cqrs.NewGroupEventHandler(func(ctx context.Context, c *events.CancelOrder) error { return h.decide(ctx, *c, false) }),
 		cqrs.NewGroupEventHandler(func(ctx context.Context, c *events.ShipOrder) error { return h.decide(ctx, *c, false) }),
+		// Sent for each order a sweep of unpaid orders found (expire.go).
+		cqrs.NewGroupEventHandler(h.expireOrder),
 	}
 }
 

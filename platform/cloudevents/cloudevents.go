@@ -35,6 +35,11 @@ const (
 	CausationID = "ce_causationid"
 	// CorrelationID is an extension shared by every message of one request.
 	CorrelationID = "ce_correlationid"
+	// RequestHash is an extension the gateway sets on the commands it
+	// publishes: a digest (SHA-256, hex) of the HTTP request that carried
+	// the command, from which the command log tells a retry with the same
+	// Idempotency-Key from another request reusing the key.
+	RequestHash = "ce_requesthash"
 	// Traceparent and Tracestate carry W3C trace context.
 	Traceparent = "traceparent"
 	Tracestate  = "tracestate"

@@ -66,7 +66,9 @@ type Options[T any] struct {
 	// document that decodes. Return every problem at once (errors.Join);
 	// problems that are FieldErrors are reported with their line.
 	Validate func(T) error
-	// Format of the document; empty tells it from the source's name.
+	// Format of the document; empty takes the source's own (Env and
+	// ConsulKV are YAML) or tells it from the source's name. A Stack has a
+	// format per layer (Layer.Format) and takes none here.
 	Format Format
 	// Debounce is how long to wait after a change for the next one before
 	// reading. Default DefaultDebounce.
@@ -93,8 +95,11 @@ type Status struct {
 	RefusedAt time.Time
 }
 
-// Live is a configuration of type T kept in step with its source. It is
-// safe for concurrent use.
+// Live is a configuration of type T kept in step with its source: one
+// document, or a Stack of layers. Besides the value in force (Current) it
+// keeps the documents it was read from (Snapshot, Next), changes the
+// writable one (Set, Rollback) and serves them (AdminHandler). It is safe
+// for concurrent use.
 type Live[T any] struct {
 	src      Source
 	layers   []Layer // the layers of a Stack, or src alone

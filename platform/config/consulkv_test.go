@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/millrace/millrace/platform/config"
 	"github.com/millrace/millrace/platform/consul"
 	"github.com/millrace/millrace/platform/consul/consultest"

@@ -352,7 +352,7 @@ type layerProblem struct {
 // layers of one reading.
 type locator struct {
 	single bool
-	nodes  []*yaml.Node                     // parsed documents; nil when absent
+	nodes  []*yaml.Node                   // parsed documents; nil when absent
 	labels []func(line int) (string, int) // per layer
 }
 

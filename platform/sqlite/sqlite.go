@@ -17,6 +17,32 @@
 //     timeout. Read-only transactions (sql.TxOptions{ReadOnly: true}) still
 //     begin deferred and never wait for writers.
 //
+// # One writer at a time, queued in Go
+//
+// SQLite lets one connection write at a time; a connection that finds the
+// write lock taken sleeps in SQLite's busy handler and tries again, after 1,
+// 2, 5, 10 … up to 100 ms. Under contention a writer that loses a few times
+// waits hundreds of milliseconds, long after the lock came free. The pool
+// Open returns therefore lets its writes through a gate of its own, one at
+// a time, in arrival order, before they reach SQLite:
+//
+//   - a write transaction (BeginTx without ReadOnly) takes the gate before
+//     BEGIN IMMEDIATE and holds it until Commit or Rollback;
+//   - a statement run with Exec outside a transaction (an autocommit write,
+//     db.ExecContext or a prepared statement's ExecContext) holds it while
+//     it runs;
+//   - read-only transactions and queries (Query, QueryRow) never take it.
+//     A query that writes (INSERT … RETURNING outside a transaction) is not
+//     gated and waits for the lock in the busy handler, as before.
+//
+// A writer waits for the gate as long as its context lives, and at most the
+// busy timeout: then it fails with an error wrapping ErrBusy, as it would
+// have failed with SQLITE_BUSY. The gate is per pool: writers of another
+// process, or of another pool opened on the same file, still meet in
+// SQLite's busy handler (busy_timeout). A write that opens a second write
+// transaction on the same pool while it holds the gate waits for itself
+// until the busy timeout, as it would have waited for its own lock.
+//
 // # Durability
 //
 // WAL with synchronous=NORMAL survives a crash of the process (panic, OOM
@@ -38,8 +64,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	msqlite "modernc.org/sqlite" // also registers the "sqlite" driver
 )
 
 // DriverName is the database/sql driver name of modernc.org/sqlite.
@@ -50,7 +77,8 @@ const DriverName = "sqlite"
 const BusyTimeoutMillis = 10000
 
 // Open opens (creating if needed) the SQLite database file at path, and its
-// parent directory, configured as the package documentation describes. It
+// parent directory, configured as the package documentation describes, its
+// writes behind a gate of their own. It
 // pings the database so that an unusable file fails here, with an error
 // naming it. The caller owns the returned pool and closes it.
 func Open(ctx context.Context, path string) (*sql.DB, error) {
@@ -65,10 +93,11 @@ func Open(ctx context.Context, path string) (*sql.DB, error) {
 			return nil, fmt.Errorf("open sqlite %s: create directory: %w", path, err)
 		}
 	}
-	db, err := sql.Open(DriverName, dsn(path))
+	base, err := msqlite.NewConnector(dsn(path))
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
+	db := sql.OpenDB(&gatedConnector{base: base, gate: newWriteGate(BusyTimeoutMillis * time.Millisecond)})
 	if err := db.PingContext(ctx); err != nil {
 		_ = db.Close() // the ping error is the one worth reporting
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)

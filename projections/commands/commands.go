@@ -1,8 +1,17 @@
 // Package commands is the command log: for every command id, what became of
 // it (pending, succeeded with the events it caused, or rejected with a code
-// and reason). The gateway records each command it accepts ([Projection.Accept])
-// and answers GET /v1/commands/{id} from it ([Projection.Get], [Projection.Wait]);
-// a projections.Runner folds the command and event topics into it.
+// and reason). A projections.Runner folds the command and event topics into
+// it; the gateway answers GET /v1/commands/{id} from it ([Projection.Get],
+// [Projection.Wait]) and looks retries with an Idempotency-Key up in it.
+//
+// The log learns everything it records about a command from the command
+// message itself: type, aggregate id, acceptance time (ce_time) and the
+// gateway's digest of the HTTP request (the ce_requesthash extension), with
+// which a retry is told from another request reusing the key. The gateway
+// does not write to the log: it answers 202 once the broker acknowledged the
+// command. ([Projection.Accept], the synchronous record older gateways made,
+// still works and is served by the query edge's PUT; nothing on the intake
+// path calls it.)
 //
 // Commands and their events travel on different topics and may be consumed in
 // either order: an event can complete a command the log has not seen yet, and
@@ -15,9 +24,11 @@
 // (read-your-writes, see package gateway).
 //
 // Its table carries the projection version in its name (commands_v1_outcomes,
-// commands_v2_outcomes, …). The gateway's records (Accept) go to the version
-// that serves and to a version being rebuilt, and a rebuild starts by carrying
-// them over (CarryOver): the request hashes exist nowhere in the log.
+// commands_v2_outcomes, …). A rebuild reads the request hashes back from the
+// command topics; records made by Accept go to the version that serves and to
+// a version being rebuilt, and a rebuild starts by carrying them over
+// (CarryOver): the hashes of commands published without ce_requesthash (by
+// gateways older than the extension) exist nowhere in the log.
 package commands
 
 import (
@@ -30,6 +41,7 @@ import (
 	"time"
 
 	"github.com/millrace/millrace/events"
+	"github.com/millrace/millrace/platform/cloudevents"
 	"github.com/millrace/millrace/projections"
 )
 
@@ -148,8 +160,12 @@ ON CONFLICT (command_id) DO NOTHING`, string(StatusPending)); err != nil {
 }
 
 // Apply implements projections.Projection:
-//   - a command makes a pending outcome, or fills in the type, aggregate id
-//     and acceptance time of one its events created first;
+//   - a command makes a pending outcome, or fills in the type, aggregate id,
+//     acceptance time (ce_time) and request hash (ce_requesthash) of one its
+//     events created first; a hash already recorded is kept, so a command
+//     re-sent with another body (a reused Idempotency-Key racing the first
+//     request) does not replace the digest of the request the command
+//     handler acted on, the first in the partition;
 //   - a CommandRejected marks its command rejected with code and reason;
 //   - any other event with a causation id marks its command succeeded and
 //     adds its id, wire type and position to the outcome.
@@ -166,6 +182,7 @@ func (*Projection) Apply(ctx context.Context, tx *projections.Tx, e projections.
 			if o.AcceptedAt.IsZero() {
 				o.AcceptedAt = e.Time
 			}
+			fill(&o.RequestHash, e.Metadata.Get(cloudevents.RequestHash))
 		})
 	}
 	at := projections.Position{Topic: e.Topic, Partition: e.Partition, Offset: e.Offset}
@@ -211,7 +228,9 @@ func (*Projection) Apply(ctx context.Context, tx *projections.Tx, e projections.
 }
 
 // Accept records a command the gateway accepted, as pending, and returns it
-// with created true. For an id already known it returns what is known, with
+// with created true. The gateway no longer calls it (the log learns the same
+// from the command message); it serves the query edge's PUT, which gateways
+// older than the ce_requesthash extension use. For an id already known it returns what is known, with
 // created false, after filling in whatever of a that was still missing (when
 // the log learnt of the command from its events first). While a rebuild
 // builds a new version of the log, the command is recorded there too.

@@ -11,6 +11,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/millrace/millrace/events"
+	"github.com/millrace/millrace/platform/cloudevents"
 	"github.com/millrace/millrace/projections"
 	"github.com/millrace/millrace/projections/commands"
 	"github.com/millrace/millrace/projections/projectiontest"
@@ -45,6 +46,16 @@ func (f *fixture) command(id string, c events.Message, at time.Time) {
 	f.t.Helper()
 	typ, _ := events.Lookup(c.Name())
 	f.deliver(projectiontest.Message(f.t, c, projectiontest.ID(id), projectiontest.At(at)), typ.Topic)
+}
+
+// commandFromGateway delivers a command as the gateway publishes it: with
+// the digest of its request in ce_requesthash.
+func (f *fixture) commandFromGateway(id string, c events.Message, at time.Time, requestHash string) {
+	f.t.Helper()
+	typ, _ := events.Lookup(c.Name())
+	msg := projectiontest.Message(f.t, c, projectiontest.ID(id), projectiontest.At(at))
+	msg.Metadata.Set(cloudevents.RequestHash, requestHash)
+	f.deliver(msg, typ.Topic)
 }
 
 // event delivers an event with id, caused by command causedBy, at time at.
@@ -172,6 +183,37 @@ func TestOutcomes(t *testing.T) {
 			want: commands.Outcome{
 				CommandID: "c-1", Type: "orders.place-order.v1", AggregateID: "o-1", Status: commands.StatusRejected,
 				Code: events.CodeUnknownUser, Reason: "user u-1 is not registered", Positions: at(0), AcceptedAt: t0, CompletedAt: ptr(t2),
+			},
+		},
+		{
+			name: "the gateway's request digest and acceptance time come with the command",
+			feed: func(f *fixture) { f.commandFromGateway("c-1", placeOrder, t0, "h-1") },
+			want: commands.Outcome{
+				CommandID: "c-1", Type: "orders.place-order.v1", AggregateID: "o-1", Status: commands.StatusPending,
+				AcceptedAt: t0, RequestHash: "h-1",
+			},
+		},
+		{
+			name: "a command sent again with another digest keeps the first",
+			feed: func(f *fixture) {
+				f.commandFromGateway("c-1", placeOrder, t0, "h-1")
+				f.commandFromGateway("c-1", placeOrder, t1, "h-2")
+			},
+			want: commands.Outcome{
+				CommandID: "c-1", Type: "orders.place-order.v1", AggregateID: "o-1", Status: commands.StatusPending,
+				AcceptedAt: t0, RequestHash: "h-1",
+			},
+		},
+		{
+			name: "an event before its command: the command's digest filled in",
+			feed: func(f *fixture) {
+				f.event("e-1", "c-1", orderPlaced, t1)
+				f.commandFromGateway("c-1", placeOrder, t0, "h-1")
+			},
+			want: commands.Outcome{
+				CommandID: "c-1", Type: "orders.place-order.v1", AggregateID: "o-1", Status: commands.StatusSucceeded,
+				EventIDs: []string{"e-1"}, EventTypes: []string{"orders.order-placed.v1"}, Positions: at(0), AcceptedAt: t0,
+				CompletedAt: ptr(t1), RequestHash: "h-1",
 			},
 		},
 		{

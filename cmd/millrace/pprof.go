@@ -1,0 +1,38 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/pprof"
+	"strings"
+)
+
+// pprofPrefix is where `millrace dev --pprof` serves Go's profiles.
+const pprofPrefix = "/debug/pprof/"
+
+// withPprof serves Go's runtime profiles (net/http/pprof) under
+// /debug/pprof/ in front of h, for `millrace dev --pprof`:
+//
+//	go tool pprof 'http://127.0.0.1:8080/debug/pprof/profile?seconds=10'
+//	curl 'http://127.0.0.1:8080/debug/pprof/goroutine?debug=1'
+//
+// The profiles bypass authentication, so only a loopback address may serve
+// them: withPprof refuses any other.
+func withPprof(h http.Handler, addr string) (http.Handler, error) {
+	if !isLoopbackAddr(addr) {
+		return nil, fmt.Errorf("--pprof serves profiles without authentication: listen on a loopback address, not %s", addr)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc(pprofPrefix, pprof.Index) // heap, goroutine, block, mutex, …
+	mux.HandleFunc(pprofPrefix+"cmdline", pprof.Cmdline)
+	mux.HandleFunc(pprofPrefix+"profile", pprof.Profile)
+	mux.HandleFunc(pprofPrefix+"symbol", pprof.Symbol)
+	mux.HandleFunc(pprofPrefix+"trace", pprof.Trace)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, pprofPrefix) {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		h.ServeHTTP(w, r)
+	}), nil
+}
