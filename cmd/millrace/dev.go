@@ -87,6 +87,9 @@ func runDev(ctx context.Context, cfg devConfig, logger *slog.Logger, stdout io.W
 		return err
 	}
 	sec.warnOpen(cfg.HTTPAddr)
+	if err := checkPprof(cfg.Pprof, cfg.HTTPAddr); err != nil { // pprof.go
+		return err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return fmt.Errorf("create data directory %s: %w", cfg.DataDir, err)
 	}
@@ -161,9 +164,7 @@ func runDev(ctx context.Context, cfg devConfig, logger *slog.Logger, stdout io.W
 		return err
 	}
 	if cfg.Pprof { // profiles for benchmarking, loopback only (pprof.go)
-		if handler, err = withPprof(handler, cfg.HTTPAddr); err != nil {
-			return err
-		}
+		handler = withPprof(handler)
 	}
 	srv := newHTTPServer(handler, cfg.Security.HTTP, logger)
 	ln = netutil.LimitListener(ln, cfg.Security.HTTP.MaxConnections)

@@ -10,18 +10,23 @@ import (
 // pprofPrefix is where `millrace dev --pprof` serves Go's profiles.
 const pprofPrefix = "/debug/pprof/"
 
+// checkPprof refuses --pprof on an address other than loopback: the
+// profiles bypass authentication.
+func checkPprof(on bool, addr string) error {
+	if on && !isLoopbackAddr(addr) {
+		return fmt.Errorf("--pprof serves profiles without authentication: listen on a loopback address, not %s", addr)
+	}
+	return nil
+}
+
 // withPprof serves Go's runtime profiles (net/http/pprof) under
-// /debug/pprof/ in front of h, for `millrace dev --pprof`:
+// /debug/pprof/ in front of h, for `millrace dev --pprof` on a loopback
+// address (checkPprof):
 //
 //	go tool pprof 'http://127.0.0.1:8080/debug/pprof/profile?seconds=10'
 //	curl 'http://127.0.0.1:8080/debug/pprof/goroutine?debug=1'
-//
-// The profiles bypass authentication, so only a loopback address may serve
-// them: withPprof refuses any other.
-func withPprof(h http.Handler, addr string) (http.Handler, error) {
-	if !isLoopbackAddr(addr) {
-		return nil, fmt.Errorf("--pprof serves profiles without authentication: listen on a loopback address, not %s", addr)
-	}
+//	curl -o trace.out 'http://127.0.0.1:8080/debug/pprof/trace?seconds=2'
+func withPprof(h http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc(pprofPrefix, pprof.Index) // heap, goroutine, block, mutex, …
 	mux.HandleFunc(pprofPrefix+"cmdline", pprof.Cmdline)
@@ -34,5 +39,5 @@ func withPprof(h http.Handler, addr string) (http.Handler, error) {
 			return
 		}
 		h.ServeHTTP(w, r)
-	}), nil
+	})
 }
