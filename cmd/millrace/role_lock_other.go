@@ -14,8 +14,7 @@ type fileLock struct{ path string }
 
 var errNoFileLock = errors.New("file locks need a Unix system: run the roles that share a data directory on Linux")
 
-func newFileLock(path string) *fileLock                        { return &fileLock{path: path} }
-func (l *fileLock) tryLock() (bool, error)                      { return false, errNoFileLock }
-func (l *fileLock) lock(context.Context, time.Duration) error   { return errNoFileLock }
-func (l *fileLock) held() bool                                  { return false }
-func (l *fileLock) unlock() error                               { return nil }
+func newFileLock(path string) *fileLock                       { return &fileLock{path: path} }
+func (l *fileLock) tryLock() (bool, error)                    { return false, errNoFileLock }
+func (l *fileLock) lock(context.Context, time.Duration) error { return errNoFileLock }
+func (l *fileLock) unlock() error                             { return nil }

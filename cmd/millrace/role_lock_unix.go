@@ -62,9 +62,6 @@ func (l *fileLock) lock(ctx context.Context, interval time.Duration) error {
 	}
 }
 
-// held reports whether this process holds the lock.
-func (l *fileLock) held() bool { return l.f != nil }
-
 // unlock releases the lock; releasing a lock not held does nothing.
 func (l *fileLock) unlock() error {
 	if l.f == nil {

@@ -1,10 +1,11 @@
 package main
 
 // The roles of the many-machines deployment: `millrace gateway`, `millrace
-// worker`, `millrace projector` (role_*.go), and any role added later (the
-// scheduler). Each is an independent process that builds only its part of
-// the platform, on an external Kafka cluster (KAFKA_BROKERS), and shares the
-// rest of the wiring with `millrace dev`: the rules from their layers
+// worker`, `millrace projector` and `millrace scheduler` (role_*.go; a new
+// role is a roleSpec in roleSpecs). Each is an independent process that
+// builds only its part of the platform, on an external Kafka cluster
+// (KAFKA_BROKERS), and shares the rest of the wiring with `millrace dev`:
+// the rules from their layers
 // (wire_config.go), traces and metrics (wire_telemetry.go), registration in
 // discovery (wire_discovery.go), security (wire_security.go), and the parts
 // app.go builds.
