@@ -211,23 +211,29 @@ func runDev(ctx context.Context, cfg devConfig, logger *slog.Logger, stdout io.W
 	g.Go(func() error {
 		<-gctx.Done()
 		// Stop taking requests first, then let the platform drain.
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
-		defer cancel()
-		logger.Info("shutting down", "timeout", cfg.ShutdownTimeout)
-		// Leave the registry first, so that clients stop choosing us.
-		wctx, wcancel := context.WithTimeout(sctx, withdrawTimeout)
-		if err := disc.withdraw(wctx); err != nil {
-			logger.Warn("deregister from discovery; health checks will remove this instance", "error", err)
-		}
-		wcancel()
-		if err := srv.Shutdown(sctx); err != nil {
-			return fmt.Errorf("shut down http server: %w", err)
-		}
-		return nil
+		return shutdownEdge(ctx, cfg.ShutdownTimeout, disc, srv, logger)
 	})
 	if err := g.Wait(); err != nil {
 		return err
 	}
 	logger.Info("stopped")
+	return nil
+}
+
+// shutdownEdge stops an HTTP edge within timeout: it leaves the registry
+// first, so that clients stop choosing this instance, then lets in-flight
+// requests finish.
+func shutdownEdge(ctx context.Context, timeout time.Duration, disc *discoveryWiring, srv *http.Server, logger *slog.Logger) error {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	logger.Info("shutting down", "timeout", timeout)
+	wctx, wcancel := context.WithTimeout(sctx, withdrawTimeout)
+	if err := disc.withdraw(wctx); err != nil {
+		logger.Warn("deregister from discovery; health checks will remove this instance", "error", err)
+	}
+	wcancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shut down http server: %w", err)
+	}
 	return nil
 }

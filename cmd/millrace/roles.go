@@ -360,19 +360,7 @@ func runRole(ctx context.Context, spec roleSpec, cfg roleConfig, getenv func(str
 	g.Go(func() error {
 		<-gctx.Done()
 		stopping.Store(true)
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
-		defer cancel()
-		logger.Info("shutting down", "timeout", cfg.ShutdownTimeout)
-		// Leave the registry first, so that clients stop choosing us.
-		wctx, wcancel := context.WithTimeout(sctx, withdrawTimeout)
-		if err := disc.withdraw(wctx); err != nil {
-			logger.Warn("deregister from discovery; health checks will remove this instance", "error", err)
-		}
-		wcancel()
-		if err := srv.Shutdown(sctx); err != nil {
-			return fmt.Errorf("shut down http server: %w", err)
-		}
-		return nil
+		return shutdownEdge(ctx, cfg.ShutdownTimeout, disc, srv, logger)
 	})
 	if err := g.Wait(); err != nil {
 		return err
