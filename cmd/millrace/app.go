@@ -206,7 +206,7 @@ func buildPlatform(ctx context.Context, cfg devConfig, brokers []string, logger 
 	a.gateway = gw
 
 	// The query edge: the same read models, for gateways elsewhere.
-	a.queryEdge, err = newQueryEdge(views, reactor, logger)
+	a.queryEdge, err = newQueryEdge(views, reactor, projectionManager, logger)
 	if err != nil {
 		return a, err
 	}
@@ -343,9 +343,9 @@ func (m readModels) named(names []string) ([]projections.Projection, error) {
 
 // newQueryEdge serves the read models and the notifications list to
 // gateways in other processes (projections/queryapi).
-func newQueryEdge(m readModels, n queryapi.NotificationReader, logger *slog.Logger) (http.Handler, error) {
+func newQueryEdge(m readModels, n queryapi.NotificationReader, p queryapi.Progress, logger *slog.Logger) (http.Handler, error) {
 	return queryapi.New(queryapi.Config{Logger: logger}, queryapi.Deps{
-		Orders: m.orders, Sales: m.sales, Notifications: n, Commands: m.commands,
+		Orders: m.orders, Sales: m.sales, Notifications: n, Commands: m.commands, Progress: p,
 	})
 }
 

@@ -52,6 +52,43 @@ const faultRate = 30
 func TestFaults(t *testing.T) {
 	c := startCluster(t)
 
+	t.Run("read-your-writes through a gateway role", func(t *testing.T) {
+		// The gateway holds no read model: ?after= waits at the query
+		// edges until their read model handled the command's events.
+		gw := c.gateways[1].base
+		post := func(path, body string, header ...string) (int, map[string]any) {
+			req, err := http.NewRequest(http.MethodPost, gw+path, strings.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "application/json")
+			for i := 0; i+1 < len(header); i += 2 {
+				req.Header.Set(header[i], header[i+1])
+			}
+			return c.do(t, req)
+		}
+		status, user := post("/v1/users", fmt.Sprintf(`{"email":"ryw%d@example.com","name":"Ada"}`, rand.Int64()), "Prefer", "wait=10")
+		if status != http.StatusCreated {
+			t.Fatalf("register a user: %d %v", status, user)
+		}
+		for i := range 5 {
+			status, placed := post("/v1/orders", `{"user_id":"`+user["aggregate_id"].(string)+`","lines":[{"sku":"RYW","quantity":1,"unit_price_cents":100}]}`)
+			if status != http.StatusAccepted {
+				t.Fatalf("place order %d: %d %v", i, status, placed)
+			}
+			links, _ := placed["links"].(map[string]any)
+			resource, _ := links["resource"].(string)
+			req, err := http.NewRequest(http.MethodGet, gw+resource+"?after="+placed["command_id"].(string), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Prefer", "wait=10")
+			if status, order := c.do(t, req); status != http.StatusOK || order["status"] != "placed" {
+				t.Fatalf("read order %d right after its 202 with ?after=: %d %v, want 200 and the placed order", i, status, order)
+			}
+		}
+	})
+
 	t.Run("kill -9 workers, projectors and gateways", func(t *testing.T) {
 		s := c.newStream(t, "USD")
 		s.waitAccepted(t, 30)
@@ -266,6 +303,21 @@ func startCluster(t *testing.T) *cluster {
 		})
 	}
 	return c
+}
+
+// do sends req and decodes its JSON answer.
+func (c *cluster) do(t *testing.T, req *http.Request) (int, map[string]any) {
+	t.Helper()
+	resp, err := c.client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	defer resp.Body.Close()
+	var body map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatalf("%s %s: %d, decode the answer: %v", req.Method, req.URL, resp.StatusCode, err)
+	}
+	return resp.StatusCode, body
 }
 
 // groups is what `millrace topics` says of the topics and consumer groups,

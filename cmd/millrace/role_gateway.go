@@ -42,8 +42,8 @@ as healthy (service millrace-query), balanced by weight, retried on another inst
 from the instances last known while Consul cannot be reached. It registers as millrace-gateway.
 Send the credential the query edges require, if any, in ` + envUpstreamToken + `.
 
-Queries with ?after=<command id> (read-your-writes) are answered 400 here: wait for the command
-with Prefer: wait=N instead.`,
+Queries with ?after=<command id> (read-your-writes) wait, up to Prefer: wait=N, until the
+query edges' read model has handled the command's events.`,
 		httpAddr:      "127.0.0.1:8080",
 		needsRegistry: true,
 		flags: func(fs *pflag.FlagSet, getenv func(string) string) {
@@ -100,6 +100,7 @@ func buildGatewayRole(_ context.Context, env *roleEnv, maxBody int64) (*rolePart
 		Orders:        up,
 		Sales:         up,
 		Notifications: up,
+		Progress:      up, // read-your-writes, answered by the query edges
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create gateway: %w", err)

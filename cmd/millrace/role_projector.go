@@ -127,7 +127,7 @@ func buildProjectorRole(ctx context.Context, env *roleEnv, names []string) (*rol
 	if err != nil {
 		return nil, err
 	}
-	edge, err := newQueryEdge(views, notes, env.logger)
+	edge, err := newQueryEdge(views, notes, manager, env.logger)
 	if err != nil {
 		return nil, err
 	}

@@ -34,6 +34,7 @@ var (
 	_ gateway.SalesQueries  = (*upstream.Client)(nil)
 	_ gateway.Notifications = (*upstream.Client)(nil)
 	_ gateway.CommandLog    = (*upstream.Client)(nil)
+	_ gateway.Progress      = (*upstream.Client)(nil)
 )
 
 // TestGatewayParity builds two gateways on the same read models, one
@@ -56,7 +57,7 @@ func TestGatewayParity(t *testing.T) {
 
 	local, err := gateway.New(gateway.Config{}, gateway.Deps{
 		Publisher: pubsub, Validator: validator,
-		Commands: m.Commands, Orders: m.Orders, Sales: m.Sales, Notifications: m.Notifications,
+		Commands: m.Commands, Orders: m.Orders, Sales: m.Sales, Notifications: m.Notifications, Progress: m,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +70,7 @@ func TestGatewayParity(t *testing.T) {
 	client := start(t, upstream.Config{Resolver: reg})
 	remote, err := gateway.New(gateway.Config{}, gateway.Deps{
 		Publisher: pubsub, Validator: validator,
-		Commands: client, Orders: client, Sales: client, Notifications: client,
+		Commands: client, Orders: client, Sales: client, Notifications: client, Progress: client,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -99,6 +100,9 @@ func TestGatewayParity(t *testing.T) {
 		"/v1/reports/sales?date=2025-02-30",
 		"/v1/commands/" + rejected,
 		"/v1/commands/no-such-command",
+		"/v1/orders/" + someOrder + "?after=" + rejected, // a rejected command caused nothing to wait for
+		"/v1/orders/" + someOrder + "?after=no-such-command",
+		"/v1/orders/" + someOrder + "?after=",
 	} {
 		t.Run("GET "+path, func(t *testing.T) {
 			ls, lb := do(local.Handler(), http.MethodGet, path, "")
@@ -160,6 +164,43 @@ func TestGatewayParity(t *testing.T) {
 			t.Fatalf("POST with Prefer: wait = %d %s, want 201 with the succeeded outcome", r.status, r.body)
 		}
 	})
+
+	t.Run("read-your-writes through the remote gateway waits for the read model", func(t *testing.T) {
+		body := `{"user_id":"` + someUser + `","lines":[{"sku":"D","quantity":1,"unit_price_cents":7}]}`
+		s, b := do(remote.Handler(), http.MethodPost, "/v1/orders", body, "Idempotency-Key", "parity-3")
+		if s != http.StatusAccepted {
+			t.Fatalf("POST through the remote gateway: %d %s", s, b)
+		}
+		commandID := between(b, `"command_id":"`, `"`)
+		read := "/v1/orders/d-order?after=" + commandID
+
+		// Before the command is handled, a short wait runs out: 503
+		// not-yet-visible. (The gateway that accepted the command knows
+		// it from its own record until the log has it.)
+		if s, b := do(remote.Handler(), http.MethodGet, read, "", "Prefer", "wait=1"); s != http.StatusServiceUnavailable ||
+			!strings.Contains(b, "not-yet-visible") {
+			t.Fatalf("read after a pending command through the remote gateway: %d %s, want 503 not-yet-visible", s, b)
+		}
+
+		got := make(chan [2]any, 1)
+		go func() {
+			s, b := do(remote.Handler(), http.MethodGet, read, "", "Prefer", "wait=20")
+			got <- [2]any{s, b}
+		}()
+		m.Feed(t, events.OrderPlaced{OrderID: "d-order", UserID: someUser, Currency: "EUR", TotalCents: 7, PlacedAt: someDay,
+			Lines: []events.PricedLine{{SKU: "D", Quantity: 1, UnitPriceCents: 7, LineTotalCents: 7}}}, projectiontest.CausedBy(commandID))
+		r := <-got
+		if r[0] != http.StatusOK || !strings.Contains(r[1].(string), `"order_id":"d-order"`) {
+			t.Fatalf("read after the command through the remote gateway = %v %v, want 200 with the order", r[0], r[1])
+		}
+	})
+}
+
+// between returns what s holds between the first prefix and the next suffix.
+func between(s, prefix, suffix string) string {
+	_, after, _ := strings.Cut(s, prefix)
+	v, _, _ := strings.Cut(after, suffix)
+	return v
 }
 
 // record keeps every message published to topic, until the test ends.

@@ -1,6 +1,7 @@
 // Package upstream is the gateway's client of the projection query edges
 // (projections/queryapi) on other machines. It implements the gateway's
-// read interfaces (OrderQueries, SalesQueries, Notifications, CommandLog),
+// read interfaces (OrderQueries, SalesQueries, Notifications, CommandLog,
+// and Progress for read-your-writes),
 // so the gateway is built the same way whether its projections are in the
 // process or behind the network.
 //
@@ -46,6 +47,7 @@ import (
 	"github.com/millrace/millrace/gateway"
 	"github.com/millrace/millrace/handlers/notifications"
 	"github.com/millrace/millrace/platform/discovery"
+	"github.com/millrace/millrace/projections"
 	"github.com/millrace/millrace/projections/commands"
 	"github.com/millrace/millrace/projections/orders"
 	"github.com/millrace/millrace/projections/queryapi"
@@ -90,7 +92,8 @@ type Config struct {
 	// RetryMin and RetryMax bound the backoff between failed queries of
 	// the registry. Defaults 250 ms and 5 s.
 	RetryMin, RetryMax time.Duration
-	// MaxWait caps one command wait at the edge; a longer wait asks again.
+	// MaxWait caps one wait at the edge (for a command, or for a
+	// projection to reach a position); a longer wait asks again.
 	// Default 30 s, as the edge's own cap.
 	MaxWait time.Duration
 	// Registerer receives the client's metrics; nil registers none.
@@ -326,13 +329,7 @@ func (c *Client) Wait(ctx context.Context, id string) (commands.Outcome, error) 
 	var latest *commands.Outcome
 	for ctx.Err() == nil {
 		// capped: this turn's wait ends at MaxWait, before ctx's deadline.
-		wait, capped := c.cfg.MaxWait, true
-		if deadline, ok := ctx.Deadline(); ok {
-			left := time.Until(deadline)
-			if budget := left - min(left/5, 500*time.Millisecond); budget < wait {
-				wait, capped = budget, false
-			}
-		}
+		wait, capped := c.waitBudget(ctx)
 		if wait <= 0 {
 			break
 		}
@@ -358,6 +355,37 @@ func (c *Client) Wait(ctx context.Context, id string) (commands.Outcome, error) 
 		return commands.Outcome{}, fmt.Errorf("wait for command %s: %w", id, commands.ErrNotFound)
 	}
 	return *latest, nil
+}
+
+// waitBudget is how long the edge may wait within ctx: what is left of
+// its deadline less a margin for the answer to travel back, at most
+// MaxWait (capped then). Without a deadline it is MaxWait.
+func (c *Client) waitBudget(ctx context.Context) (wait time.Duration, capped bool) {
+	wait, capped = c.cfg.MaxWait, true
+	if deadline, ok := ctx.Deadline(); ok {
+		left := time.Until(deadline)
+		if budget := left - min(left/5, 500*time.Millisecond); budget < wait {
+			wait, capped = budget, false
+		}
+	}
+	return wait, capped
+}
+
+// Reached implements gateway.Progress: whether the projection has handled
+// every position given. When ctx has a deadline the edge waits for it,
+// for as long as ctx allows (see waitBudget); without one it looks once.
+func (c *Client) Reached(ctx context.Context, projection string, positions []projections.Position) (bool, error) {
+	var wait time.Duration
+	if _, ok := ctx.Deadline(); ok {
+		wait, _ = c.waitBudget(ctx)
+		wait = max(wait, 0)
+	}
+	var r queryapi.Reached
+	if err := c.do(ctx, "read progress of projection "+projection, http.MethodGet,
+		queryapi.ReachedPath(projection, positions, wait), nil, wait, &r); err != nil {
+		return false, err
+	}
+	return r.Reached, nil
 }
 
 func (c *Client) command(ctx context.Context, id string, wait time.Duration) (commands.Outcome, error) {
@@ -473,7 +501,8 @@ func (c *Client) try(ctx context.Context, ep *endpoint, method, path string, bod
 	case resp.StatusCode >= 500:
 		a.err = fmt.Errorf("instance %s answered %s: %s", ep.inst.ID, resp.Status, errorMessage(b))
 	case resp.StatusCode == http.StatusNotFound && code != queryapi.CodeOrderNotFound &&
-		code != queryapi.CodeUserNotFound && code != queryapi.CodeCommandNotFound:
+		code != queryapi.CodeUserNotFound && code != queryapi.CodeCommandNotFound &&
+		code != queryapi.CodeProjectionNotFound:
 		// Not an answer about the resource: the instance does not serve
 		// this path (another version, or not a query edge at all).
 		a.err = fmt.Errorf("instance %s does not serve %s %s (%s)", ep.inst.ID, method, path, errorMessage(b))

@@ -13,6 +13,8 @@
 //	GET /query/v1/users/{id}/notifications    UserNotifications
 //	GET /query/v1/commands/{id}[?wait=2s]     Command; with wait, once the command is no longer pending or the wait is over
 //	PUT /query/v1/commands/{id}               records an accepted command (AcceptRequest); 201 Command when new, 200 when known
+//	GET /query/v1/projections/{name}/reached?position=T:P:O…[&wait=2s]
+//	                                          Reached: whether the projection handled every position given; with wait, once it has or the wait is over
 //
 // Errors are an [Error] with a stable code; the status is 404 for a
 // resource that does not exist, 400 for a malformed request, 500 for a
@@ -38,9 +40,11 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/millrace/millrace/handlers/notifications"
+	"github.com/millrace/millrace/projections"
 	"github.com/millrace/millrace/projections/commands"
 	"github.com/millrace/millrace/projections/orders"
 	"github.com/millrace/millrace/projections/sales"
@@ -76,6 +80,20 @@ func CommandPath(id string, wait time.Duration) string {
 	return p
 }
 
+// ReachedPath is the path that asks whether projection has handled every
+// position given (read-your-writes); wait > 0 asks the edge to wait that
+// long for it. A position is written topic:partition:offset.
+func ReachedPath(projection string, positions []projections.Position, wait time.Duration) string {
+	q := url.Values{}
+	for _, p := range positions {
+		q.Add("position", p.Topic+":"+strconv.FormatInt(int64(p.Partition), 10)+":"+strconv.FormatInt(p.Offset, 10))
+	}
+	if wait > 0 {
+		q.Set("wait", wait.String())
+	}
+	return Prefix + "projections/" + url.PathEscape(projection) + "/reached?" + q.Encode()
+}
+
 // UserOrders is the answer of GET /query/v1/users/{id}/orders.
 type UserOrders struct {
 	UserID string           `json:"user_id"`
@@ -104,6 +122,12 @@ type AcceptRequest struct {
 	AcceptedAt  time.Time `json:"accepted_at"`
 }
 
+// Reached is the answer of GET /query/v1/projections/{name}/reached.
+type Reached struct {
+	Projection string `json:"projection"`
+	Reached    bool   `json:"reached"`
+}
+
 // Error is the body of every error answer.
 type Error struct {
 	Code    string `json:"code"`
@@ -115,10 +139,13 @@ const (
 	CodeOrderNotFound   = "order-not-found"   // 404, orders.ErrNotFound
 	CodeUserNotFound    = "user-not-found"    // 404, orders.ErrUserNotFound
 	CodeCommandNotFound = "command-not-found" // 404, commands.ErrNotFound
-	CodeBadDate         = "bad-date"          // 400, sales.ErrBadDate
-	CodeBadRequest      = "bad-request"       // 400, a malformed parameter or body
-	CodeNoRoute         = "no-route"          // 404, the edge serves nothing at this path
-	CodeInternal        = "internal"          // 500, the edge failed
+	// CodeProjectionNotFound: 404, the edge runs no projection of that
+	// name (*projections.UnknownProjectionError).
+	CodeProjectionNotFound = "projection-not-found"
+	CodeBadDate            = "bad-date"    // 400, sales.ErrBadDate
+	CodeBadRequest         = "bad-request" // 400, a malformed parameter or body
+	CodeNoRoute            = "no-route"    // 404, the edge serves nothing at this path
+	CodeInternal           = "internal"    // 500, the edge failed
 )
 
 // The read side the edge serves; the projection packages and the
@@ -148,12 +175,18 @@ type CommandLog interface {
 	Wait(ctx context.Context, id string) (commands.Outcome, error)
 }
 
+// Progress tells how far the projections got (*projections.Manager).
+type Progress interface {
+	Reached(ctx context.Context, projection string, positions []projections.Position) (bool, error)
+}
+
 // Deps are what the edge serves. All are required; the edge owns none.
 type Deps struct {
 	Orders        OrderReader
 	Sales         SalesReader
 	Notifications NotificationReader
 	Commands      CommandLog
+	Progress      Progress
 }
 
 // DefaultMaxWait caps the wait parameter of GET /query/v1/commands/{id}.
@@ -197,17 +230,21 @@ func New(cfg Config, deps Deps) (*Handler, error) {
 	if deps.Commands == nil {
 		errs = append(errs, errors.New("no command log given"))
 	}
+	if deps.Progress == nil {
+		errs = append(errs, errors.New("no projection progress given"))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("build query edge: %w", err)
 	}
 	h := &Handler{cfg: cfg, deps: deps, mux: http.NewServeMux()}
 	routes := map[string]func(*http.Request) (int, any, error){
-		"GET " + Prefix + "orders/{id}":              h.order,
-		"GET " + Prefix + "users/{id}/orders":        h.userOrders,
-		"GET " + Prefix + "reports/sales":            h.sales,
-		"GET " + Prefix + "users/{id}/notifications": h.notifications,
-		"GET " + Prefix + "commands/{id}":            h.command,
-		"PUT " + Prefix + "commands/{id}":            h.accept,
+		"GET " + Prefix + "orders/{id}":                h.order,
+		"GET " + Prefix + "users/{id}/orders":          h.userOrders,
+		"GET " + Prefix + "reports/sales":              h.sales,
+		"GET " + Prefix + "users/{id}/notifications":   h.notifications,
+		"GET " + Prefix + "commands/{id}":              h.command,
+		"PUT " + Prefix + "commands/{id}":              h.accept,
+		"GET " + Prefix + "projections/{name}/reached": h.reached,
 	}
 	for pattern, fn := range routes {
 		h.mux.Handle(pattern, h.handle(fn))
@@ -251,10 +288,15 @@ func (h *Handler) handle(fn func(*http.Request) (int, any, error)) http.Handler 
 
 // errorBody maps an error to its status and body, in one place.
 func (h *Handler) errorBody(r *http.Request, err error) (int, Error) {
-	var re *requestError
+	var (
+		re      *requestError
+		unknown *projections.UnknownProjectionError
+	)
 	switch {
 	case errors.As(err, &re):
 		return re.status, Error{Code: re.code, Message: re.msg}
+	case errors.As(err, &unknown):
+		return http.StatusNotFound, Error{Code: CodeProjectionNotFound, Message: err.Error()}
 	case errors.Is(err, orders.ErrNotFound):
 		return http.StatusNotFound, Error{Code: CodeOrderNotFound, Message: err.Error()}
 	case errors.Is(err, orders.ErrUserNotFound):
@@ -338,6 +380,86 @@ func (h *Handler) accept(r *http.Request) (int, any, error) {
 		status = http.StatusCreated
 	}
 	return status, Command{Outcome: o, RequestHash: o.RequestHash}, err
+}
+
+// reachedPoll is how often a waiting progress query looks again.
+const reachedPoll = 5 * time.Millisecond
+
+func (h *Handler) reached(r *http.Request) (int, any, error) {
+	name := r.PathValue("name")
+	q := r.URL.Query()
+	var positions []projections.Position
+	for _, raw := range q["position"] {
+		p, err := parsePosition(raw)
+		if err != nil {
+			return 0, nil, &requestError{status: http.StatusBadRequest, code: CodeBadRequest, msg: err.Error()}
+		}
+		positions = append(positions, p)
+	}
+	if len(positions) == 0 {
+		return 0, nil, &requestError{status: http.StatusBadRequest, code: CodeBadRequest,
+			msg: "give at least one position parameter, topic:partition:offset"}
+	}
+	var wait time.Duration
+	if raw := q.Get("wait"); raw != "" {
+		var err error
+		if wait, err = time.ParseDuration(raw); err != nil || wait < 0 {
+			return 0, nil, &requestError{status: http.StatusBadRequest, code: CodeBadRequest,
+				msg: fmt.Sprintf("wait=%q: give a duration such as 2s", raw)}
+		}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), min(wait, h.cfg.MaxWait))
+	defer cancel()
+	tick := time.NewTicker(reachedPoll)
+	defer tick.Stop()
+	for {
+		// Asked with the request's context: a wait that ran out still
+		// gets one last look.
+		ok, err := h.deps.Progress.Reached(r.Context(), name, positions)
+		if err != nil || ok {
+			return http.StatusOK, Reached{Projection: name, Reached: ok}, err
+		}
+		select {
+		case <-ctx.Done():
+			if err := r.Context().Err(); err != nil {
+				return 0, nil, fmt.Errorf("wait for projection %s: %w", name, err)
+			}
+			return http.StatusOK, Reached{Projection: name, Reached: false}, nil
+		case <-tick.C:
+		}
+	}
+}
+
+// parsePosition reads topic:partition:offset. Kafka topic names have no
+// colon ([a-zA-Z0-9._-]), so the last two colons split it.
+func parsePosition(raw string) (projections.Position, error) {
+	bad := func(why string) (projections.Position, error) {
+		return projections.Position{}, fmt.Errorf("position=%q: %s; give topic:partition:offset, such as orders.events:0:42", raw, why)
+	}
+	rest, off, ok := cutLast(raw, ":")
+	if !ok {
+		return bad("no offset")
+	}
+	topic, part, ok := cutLast(rest, ":")
+	if !ok || topic == "" {
+		return bad("no topic or partition")
+	}
+	p, err := strconv.ParseInt(part, 10, 32)
+	if err != nil || p < 0 {
+		return bad("the partition is not a number of 0 or more")
+	}
+	o, err := strconv.ParseInt(off, 10, 64)
+	if err != nil || o < 0 {
+		return bad("the offset is not a number of 0 or more")
+	}
+	return projections.Position{Topic: topic, Partition: int32(p), Offset: o}, nil
+}
+
+func cutLast(s, sep string) (before, after string, found bool) {
+	if i := strings.LastIndex(s, sep); i >= 0 {
+		return s[:i], s[i+len(sep):], true
+	}
+	return s, "", false
 }
 
 // marshal encodes v without HTML escaping, with a trailing newline.

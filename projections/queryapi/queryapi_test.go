@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/millrace/millrace/events"
+	"github.com/millrace/millrace/projections"
 	"github.com/millrace/millrace/projections/commands"
 	"github.com/millrace/millrace/projections/projectiontest"
 	"github.com/millrace/millrace/projections/queryapi"
@@ -68,6 +69,16 @@ func TestRoutes(t *testing.T) {
 			`{"type":"orders.ship-order.v1","aggregate_id":"` + order + `","request_hash":"h9","accepted_at":"2025-03-14T10:00:00Z"}`,
 			200, "", []string{`"request_hash":"h1"`}},
 		{"accept with an unknown field", "PUT", queryapi.CommandPath("c-3", 0), `{"typo":1}`, 400, queryapi.CodeBadRequest, nil},
+		{"projection reached the position", "GET", queryapi.ReachedPath("orders", []projections.Position{{Topic: "orders.events", Partition: 0, Offset: 1}}, 0), "", 200, "", []string{`"projection":"orders"`, `"reached":true`}},
+		{"projection not at the position yet", "GET", queryapi.ReachedPath("orders", []projections.Position{{Topic: "orders.events", Offset: 1}, {Topic: "orders.events", Offset: 7}}, 0), "", 200, "", []string{`"reached":false`}},
+		{"not at the position after a wait", "GET", queryapi.ReachedPath("orders", []projections.Position{{Topic: "orders.events", Offset: 7}}, 30*time.Millisecond), "", 200, "", []string{`"reached":false`}},
+		{"a partition never consumed", "GET", queryapi.ReachedPath("orders", []projections.Position{{Topic: "orders.events", Partition: 2, Offset: 0}}, 0), "", 200, "", []string{`"reached":false`}},
+		{"a topic the projection does not consume is no obstacle", "GET", queryapi.ReachedPath("sales", []projections.Position{{Topic: "users.events", Offset: 99}, {Topic: "orders.events", Offset: 1}}, 0), "", 200, "", []string{`"reached":true`}},
+		{"unknown projection", "GET", queryapi.ReachedPath("invoices", []projections.Position{{Topic: "orders.events", Offset: 1}}, 0), "", 404, queryapi.CodeProjectionNotFound, nil},
+		{"progress without a position", "GET", queryapi.Prefix + "projections/orders/reached", "", 400, queryapi.CodeBadRequest, nil},
+		{"progress with a malformed position", "GET", queryapi.Prefix + "projections/orders/reached?position=orders.events:zero:1", "", 400, queryapi.CodeBadRequest, nil},
+		{"progress with a negative offset", "GET", queryapi.Prefix + "projections/orders/reached?position=orders.events:0:-1", "", 400, queryapi.CodeBadRequest, nil},
+		{"progress with a malformed wait", "GET", queryapi.ReachedPath("orders", []projections.Position{{Topic: "orders.events", Offset: 1}}, 0) + "&wait=soon", "", 400, queryapi.CodeBadRequest, nil},
 		{"no such route", "GET", queryapi.Prefix + "invoices/1", "", 404, queryapi.CodeNoRoute, nil},
 		{"a method the edge does not serve", "DELETE", queryapi.OrderPath(order), "", 404, queryapi.CodeNoRoute, nil},
 	}
@@ -131,12 +142,43 @@ func TestWaitAnswersOnCompletion(t *testing.T) {
 	}
 }
 
+// TestReachedWaitsForTheEvent: a waiting progress query answers reached as
+// soon as the projection handled the position asked for.
+func TestReachedWaitsForTheEvent(t *testing.T) {
+	m, edge := fixture(t)
+	type result struct {
+		r   queryapi.Reached
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		var r result
+		// orders.events offsets 0 and 1 were fed by the fixture; 2 is next.
+		resp, err := http.Get(edge.URL + queryapi.ReachedPath("orders", []projections.Position{{Topic: "orders.events", Offset: 2}}, 20*time.Second))
+		if err != nil {
+			r.err = err
+		} else {
+			r.err = json.NewDecoder(resp.Body).Decode(&r.r)
+			resp.Body.Close()
+		}
+		got <- r
+	}()
+	m.Feed(t, events.OrderShipped{OrderID: order, UserID: user, Carrier: "DHL", ShippedAt: day})
+	r := <-got
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if !r.r.Reached || r.r.Projection != "orders" {
+		t.Fatalf("waited progress = %+v, want orders reached", r.r)
+	}
+}
+
 func TestNewRequiresEveryPart(t *testing.T) {
 	_, err := queryapi.New(queryapi.Config{}, queryapi.Deps{})
 	if err == nil {
 		t.Fatal("New accepted no read models")
 	}
-	for _, w := range []string{"order reader", "sales reader", "notification reader", "command log"} {
+	for _, w := range []string{"order reader", "sales reader", "notification reader", "command log", "projection progress"} {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("error %q does not name the missing %s", err, w)
 		}

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,7 +72,34 @@ func NewReadModels(tb testing.TB) *ReadModels {
 
 // Deps are the read models as a query edge serves them.
 func (m *ReadModels) Deps() queryapi.Deps {
-	return queryapi.Deps{Orders: m.Orders, Sales: m.Sales, Notifications: m.Notifications, Commands: m.Commands}
+	return queryapi.Deps{Orders: m.Orders, Sales: m.Sales, Notifications: m.Notifications, Commands: m.Commands, Progress: m}
+}
+
+// Reached reports whether the read model named projection has handled every
+// position given on its topics, from the positions its runner stored, as
+// projections.Manager does.
+func (m *ReadModels) Reached(ctx context.Context, projection string, positions []projections.Position) (bool, error) {
+	for _, r := range m.runners {
+		if r.Name() != projection {
+			continue
+		}
+		have, err := r.Positions(ctx)
+		if err != nil {
+			return false, err
+		}
+		for _, want := range positions {
+			if !slices.Contains(r.Topics(), want.Topic) {
+				continue
+			}
+			if !slices.ContainsFunc(have, func(p projections.Position) bool {
+				return p.Topic == want.Topic && p.Partition == want.Partition && p.Offset >= want.Offset
+			}) {
+				return false, nil
+			}
+		}
+		return true, nil
+	}
+	return false, &projections.UnknownProjectionError{Name: projection}
 }
 
 // Feed delivers v to every read model as consumption from Kafka would, at
