@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/millrace/millrace/projections"
 	"github.com/millrace/millrace/projections/commands"
 )
@@ -94,6 +96,12 @@ func (g *Gateway) readAfter(r *http.Request, projection string) error {
 	defer cancel()
 
 	o, err := g.lookup(ctx, id) // the log, else this gateway's record (command.go)
+	if errors.Is(err, commands.ErrNotFound) && mintedRecently(id, time.Now()) {
+		// Accepted a moment ago, by another gateway: the command log
+		// learns of it from the command topic. Wait for it like for a
+		// command known to be pending.
+		o, err = commands.Outcome{CommandID: id, Status: commands.StatusPending}, nil
+	}
 	if errors.Is(err, commands.ErrNotFound) {
 		return &paramError{name: "after",
 			detail: fmt.Sprintf("No command has the id %q. Give the command_id of a command this service accepted.", id)}
@@ -137,6 +145,24 @@ func (g *Gateway) readAfter(r *http.Request, projection string) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// recentlyMinted is how old a fresh command id may be for read-your-writes
+// to wait for a command the log does not know yet: as long as a gateway
+// keeps the commands it accepted (recent.go).
+const recentlyMinted = DefaultRecentCommandTTL
+
+// mintedRecently reports whether id is a time-ordered command id (UUIDv7,
+// see newCommandID) minted within recentlyMinted of now. Ids derived from
+// an Idempotency-Key carry no time and are not.
+func mintedRecently(id string, now time.Time) bool {
+	u, err := uuid.Parse(id)
+	if err != nil || u.Version() != 7 {
+		return false
+	}
+	sec, nsec := u.Time().UnixTime()
+	age := now.Sub(time.Unix(sec, nsec))
+	return age > -recentlyMinted && age < recentlyMinted
 }
 
 // afterCommand returns the command id the request names, by query parameter

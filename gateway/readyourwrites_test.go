@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/millrace/millrace/events"
 	"github.com/millrace/millrace/gateway"
 	"github.com/millrace/millrace/projections"
@@ -182,4 +184,67 @@ func TestReadAfterACommandTheLogHasNotConsumed(t *testing.T) {
 	if p.CommandID != a.CommandID || !strings.Contains(p.Detail, "has not been handled yet") {
 		t.Errorf("problem = %+v, want the command named as not handled yet", p)
 	}
+}
+
+// A read after a command another gateway accepted a moment ago, before the
+// command log consumed it: this gateway never saw the command, but its id
+// is fresh (a UUIDv7 of the last minute), so the query waits for it instead
+// of refusing it as unknown, and is answered once the read model has it.
+// An old id, or one that carries no time, is refused at once.
+func TestReadAfterACommandAcceptedElsewhere(t *testing.T) {
+	e := newEnv(t)
+	e.mustFeed(t, events.UserRegistered{UserID: someUser, Email: "ada@example.com", FullName: "Ada", RegisteredAt: time.Now()})
+	var a acceptedBody
+	decodeJSON(t, e.post("/v1/orders", `{"user_id":"`+someUser+`","lines":[{"sku":"A","quantity":1,"unit_price_cents":5}]}`),
+		http.StatusAccepted, &a)
+	orderID := strings.TrimPrefix(a.Links.Resource, "/v1/orders/")
+	other := readAfterGateway(t, e, runnerProgress{e}) // its own record of accepted commands: empty
+
+	p := assertProblem(t, get(other, "/v1/orders/"+orderID+"?after="+a.CommandID, "Prefer", "wait=1"),
+		http.StatusServiceUnavailable, gateway.ProblemNotYetVisible)
+	if !strings.Contains(p.Detail, "has not been handled yet") {
+		t.Errorf("problem = %+v, want the command named as not handled yet", p)
+	}
+
+	answered := make(chan *httptest.ResponseRecorder, 1)
+	go func() {
+		answered <- get(other, "/v1/orders/"+orderID+"?after="+a.CommandID, "Prefer", "wait=20")
+	}()
+	placed := events.OrderPlacedV2{OrderID: orderID, UserID: someUser, Currency: "EUR", TotalCents: 5, ItemCount: 1, PlacedAt: time.Now(),
+		Lines: []events.PricedLine{{SKU: "A", Quantity: 1, UnitPriceCents: 5, LineTotalCents: 5}}}
+	e.mustFeed(t, placed, projectiontest.CausedBy(a.CommandID))
+	select {
+	case rec := <-answered:
+		var o orders.Order
+		decodeJSON(t, rec, http.StatusOK, &o)
+		if o.OrderID != orderID {
+			t.Errorf("order = %+v", o)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the waiting query was not answered once the read model had the order")
+	}
+
+	for name, id := range map[string]string{
+		"an id minted an hour ago":      uuidV7At(t, time.Now().Add(-time.Hour)),
+		"an id from an idempotency key": uuid.NewSHA1(uuid.NameSpaceURL, []byte("k")).String(),
+	} {
+		t.Run(name, func(t *testing.T) {
+			assertProblem(t, get(other, "/v1/orders/"+orderID+"?after="+id, "Prefer", "wait=5"),
+				http.StatusBadRequest, gateway.ProblemBadParameter)
+		})
+	}
+}
+
+// uuidV7At is a UUIDv7 with the time at.
+func uuidV7At(t *testing.T, at time.Time) string {
+	t.Helper()
+	u, err := uuid.NewV7()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := uint64(at.UnixMilli())
+	for i := range 6 {
+		u[i] = byte(ms >> (8 * (5 - i)))
+	}
+	return u.String()
 }
