@@ -112,33 +112,34 @@ func TestRoutes(t *testing.T) {
 	}
 }
 
+// getLater sends GET url in the background and decodes its answer into v;
+// the channel gives the error once it is done.
+func getLater(url string, v any) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.Get(url)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		done <- json.NewDecoder(resp.Body).Decode(v)
+	}()
+	return done
+}
+
 // TestWaitAnswersOnCompletion: a waiting command query answers as soon as
 // the command's event arrives, with the outcome.
 func TestWaitAnswersOnCompletion(t *testing.T) {
 	m, edge := fixture(t)
-	type result struct {
-		cmd queryapi.Command
-		err error
-	}
-	got := make(chan result, 1)
-	go func() {
-		var r result
-		resp, err := http.Get(edge.URL + queryapi.CommandPath(command, 20*time.Second))
-		if err != nil {
-			r.err = err
-		} else {
-			r.err = json.NewDecoder(resp.Body).Decode(&r.cmd)
-			resp.Body.Close()
-		}
-		got <- r
-	}()
+	var cmd queryapi.Command
+	done := getLater(edge.URL+queryapi.CommandPath(command, 20*time.Second), &cmd)
 	m.Feed(t, events.OrderShipped{OrderID: order, UserID: user, Carrier: "DHL", ShippedAt: day}, projectiontest.CausedBy(command))
-	r := <-got
-	if r.err != nil {
-		t.Fatal(r.err)
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
-	if r.cmd.Status != commands.StatusSucceeded || len(r.cmd.EventTypes) != 1 || r.cmd.RequestHash != "h1" {
-		t.Fatalf("waited outcome = %+v, want succeeded with one event and its digest", r.cmd)
+	if cmd.Status != commands.StatusSucceeded || len(cmd.EventTypes) != 1 || cmd.RequestHash != "h1" {
+		t.Fatalf("waited outcome = %+v, want succeeded with one event and its digest", cmd)
 	}
 }
 
@@ -146,30 +147,15 @@ func TestWaitAnswersOnCompletion(t *testing.T) {
 // soon as the projection handled the position asked for.
 func TestReachedWaitsForTheEvent(t *testing.T) {
 	m, edge := fixture(t)
-	type result struct {
-		r   queryapi.Reached
-		err error
-	}
-	got := make(chan result, 1)
-	go func() {
-		var r result
-		// orders.events offsets 0 and 1 were fed by the fixture; 2 is next.
-		resp, err := http.Get(edge.URL + queryapi.ReachedPath("orders", []projections.Position{{Topic: "orders.events", Offset: 2}}, 20*time.Second))
-		if err != nil {
-			r.err = err
-		} else {
-			r.err = json.NewDecoder(resp.Body).Decode(&r.r)
-			resp.Body.Close()
-		}
-		got <- r
-	}()
+	var r queryapi.Reached
+	// orders.events offsets 0 and 1 were fed by the fixture; 2 is next.
+	done := getLater(edge.URL+queryapi.ReachedPath("orders", []projections.Position{{Topic: "orders.events", Offset: 2}}, 20*time.Second), &r)
 	m.Feed(t, events.OrderShipped{OrderID: order, UserID: user, Carrier: "DHL", ShippedAt: day})
-	r := <-got
-	if r.err != nil {
-		t.Fatal(r.err)
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
-	if !r.r.Reached || r.r.Projection != "orders" {
-		t.Fatalf("waited progress = %+v, want orders reached", r.r)
+	if !r.Reached || r.Projection != "orders" {
+		t.Fatalf("waited progress = %+v, want orders reached", r)
 	}
 }
 
