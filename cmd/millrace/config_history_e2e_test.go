@@ -1,7 +1,6 @@
 package main_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -24,51 +23,8 @@ import (
 // it printed.
 func startDevWithArgs(t *testing.T, args []string, env ...string) (*devProcess, *bytes.Buffer) {
 	t.Helper()
-	bin, err := buildOnce()
-	if err != nil {
-		t.Fatal(err)
-	}
-	httpAddr := freeAddr(t)
-	cmd := exec.Command(bin, append([]string{"dev", "--http-addr", httpAddr, "--log-level", "info"}, args...)...)
-	cmd.Env = append(os.Environ(), append([]string{"KAFKA_BROKERS=", "CONSUL_HTTP_ADDR=", "MILLRACE_CONFIG="}, env...)...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &devProcess{cmd: cmd, base: "http://" + httpAddr, stderr: &bytes.Buffer{}, exited: make(chan error, 1)}
-	cmd.Stderr = &lockedWriter{w: p.stderr}
-	printed := &bytes.Buffer{}
-	out := &lockedWriter{w: printed}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start millrace dev: %v", err)
-	}
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			_, _ = out.Write([]byte(sc.Text() + "\n"))
-			if strings.Contains(sc.Text(), "Press Ctrl-C") {
-				close(ready)
-			}
-		}
-		p.exited <- cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-		}
-		if t.Failed() {
-			t.Logf("millrace dev stderr:\n%s", stderrOf(p))
-		}
-	})
-	select {
-	case <-ready:
-	case err := <-p.exited:
-		t.Fatalf("millrace dev exited before ready: %v\n%s", err, stderrOf(p))
-	case <-time.After(60 * time.Second):
-		t.Fatalf("millrace dev not ready after 60s\n%s", stderrOf(p))
-	}
-	return p, printed
+	return launchDev(t, append([]string{"dev", "--http-addr", freeAddr(t), "--log-level", "info"}, args...),
+		append([]string{"KAFKA_BROKERS=", "CONSUL_HTTP_ADDR=", "MILLRACE_CONFIG="}, env...)...)
 }
 
 // register registers a user with a fresh e-mail address, asking the

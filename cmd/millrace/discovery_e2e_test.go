@@ -1,12 +1,9 @@
 package main_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
-	"os"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -22,51 +19,8 @@ import (
 // returns it once ready, with what it printed.
 func startDevWithEnv(t *testing.T, env ...string) (*devProcess, *bytes.Buffer) {
 	t.Helper()
-	bin, err := buildOnce()
-	if err != nil {
-		t.Fatal(err)
-	}
-	httpAddr, kafkaAddr := freeAddr(t), freeAddr(t)
-	cmd := exec.Command(bin, "dev", "--data-dir", t.TempDir(), "--http-addr", httpAddr, "--kafka-addr", kafkaAddr, "--log-level", "info")
-	cmd.Env = append(os.Environ(), append([]string{"KAFKA_BROKERS=", "CONSUL_HTTP_ADDR="}, env...)...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &devProcess{cmd: cmd, base: "http://" + httpAddr, stderr: &bytes.Buffer{}, exited: make(chan error, 1)}
-	cmd.Stderr = &lockedWriter{w: p.stderr}
-	printed := &bytes.Buffer{}
-	out := &lockedWriter{w: printed}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start millrace dev: %v", err)
-	}
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			_, _ = out.Write([]byte(sc.Text() + "\n"))
-			if strings.Contains(sc.Text(), "Press Ctrl-C") {
-				close(ready)
-			}
-		}
-		p.exited <- cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-		}
-		if t.Failed() {
-			t.Logf("millrace dev stderr:\n%s", p.stderr.String())
-		}
-	})
-	select {
-	case <-ready:
-	case err := <-p.exited:
-		t.Fatalf("millrace dev exited before ready: %v\n%s", err, p.stderr.String())
-	case <-time.After(60 * time.Second):
-		t.Fatalf("millrace dev not ready after 60s\n%s", p.stderr.String())
-	}
-	return p, printed
+	return launchDev(t, []string{"dev", "--data-dir", t.TempDir(), "--http-addr", freeAddr(t), "--kafka-addr", freeAddr(t), "--log-level", "info"},
+		append([]string{"KAFKA_BROKERS=", "CONSUL_HTTP_ADDR="}, env...)...)
 }
 
 // TestDevRegistersWithConsul runs millrace dev against a real Consul agent:

@@ -55,18 +55,37 @@ func freeAddr(t *testing.T) string {
 // startDev starts millrace dev and waits until it says it is ready.
 func startDev(t *testing.T, dataDir, httpAddr, kafkaAddr string) *devProcess {
 	t.Helper()
+	p, _ := launchDev(t, []string{"dev", "--data-dir", dataDir, "--http-addr", httpAddr, "--kafka-addr", kafkaAddr, "--log-level", "warn"},
+		"KAFKA_BROKERS=")
+	return p
+}
+
+// launchDev runs the millrace binary with args (dev and its flags; the
+// process's base URL comes from --http-addr) and env added to the test's
+// environment, and returns it once it printed its banner, with everything
+// it printed on stdout. It is killed when the test ends, its stderr logged
+// if the test failed.
+func launchDev(t *testing.T, args []string, env ...string) (*devProcess, *bytes.Buffer) {
+	t.Helper()
 	bin, err := buildOnce()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "dev", "--data-dir", dataDir, "--http-addr", httpAddr, "--kafka-addr", kafkaAddr, "--log-level", "warn")
-	cmd.Env = append(os.Environ(), "KAFKA_BROKERS=")
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &devProcess{cmd: cmd, base: "http://" + httpAddr, stderr: &bytes.Buffer{}, exited: make(chan error, 1)}
+	p := &devProcess{cmd: cmd, stderr: &bytes.Buffer{}, exited: make(chan error, 1)}
+	for i, a := range args {
+		if a == "--http-addr" && i+1 < len(args) {
+			p.base = "http://" + args[i+1]
+		}
+	}
 	cmd.Stderr = &lockedWriter{w: p.stderr}
+	printed := &bytes.Buffer{}
+	out := &lockedWriter{w: printed}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start millrace dev: %v", err)
 	}
@@ -74,7 +93,8 @@ func startDev(t *testing.T, dataDir, httpAddr, kafkaAddr string) *devProcess {
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
-			if strings.Contains(sc.Text(), "millrace dev is ready") {
+			_, _ = out.Write([]byte(sc.Text() + "\n"))
+			if strings.Contains(sc.Text(), "Press Ctrl-C") {
 				close(ready)
 			}
 		}
@@ -85,17 +105,17 @@ func startDev(t *testing.T, dataDir, httpAddr, kafkaAddr string) *devProcess {
 			_ = cmd.Process.Kill()
 		}
 		if t.Failed() {
-			t.Logf("millrace dev stderr:\n%s", p.stderr.String())
+			t.Logf("millrace dev stderr:\n%s", stderrOf(p))
 		}
 	})
 	select {
 	case <-ready:
 	case err := <-p.exited:
-		t.Fatalf("millrace dev exited before ready: %v\n%s", err, p.stderr.String())
+		t.Fatalf("millrace dev exited before ready: %v\n%s", err, stderrOf(p))
 	case <-time.After(60 * time.Second):
-		t.Fatalf("millrace dev not ready after 60s\n%s", p.stderr.String())
+		t.Fatalf("millrace dev not ready after 60s\n%s", stderrOf(p))
 	}
-	return p
+	return p, printed
 }
 
 type lockedWriter struct {

@@ -13,7 +13,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/millrace/millrace/handlers/notifications"
-	"github.com/millrace/millrace/platform/kafka"
 	"github.com/millrace/millrace/platform/telemetry"
 	"github.com/millrace/millrace/projections"
 	"github.com/millrace/millrace/projections/queryapi"
@@ -74,13 +73,10 @@ directory write. See docs/adr/0005-shared-sqlite-per-role.md. /admin/projections
 
 func buildProjectorRole(ctx context.Context, env *roleEnv, names []string) (*roleParts, error) {
 	a, cfg := env.app, env.cfg
-	kpub, err := kafka.NewPublisher(env.kafka, env.wlog)
+	pub, err := env.publisher()
 	if err != nil {
-		return nil, fmt.Errorf("create kafka publisher: %w", err)
+		return nil, err
 	}
-	a.closers = append(a.closers, kpub.Close)
-	pub := env.obs.tracePublisher(kpub)
-	a.publisher = pub
 
 	viewDB, err := a.openDB(ctx, cfg.path("projections.db"))
 	if err != nil {
@@ -105,18 +101,9 @@ func buildProjectorRole(ctx context.Context, env *roleEnv, names []string) (*rol
 		return nil, fmt.Errorf("register consumer lag: %w", err)
 	}
 
-	rp, err := buildRouter(ctx, a, cfg.devConfig, routerDeps{
-		Publisher:  pub,
-		Logger:     env.logger,
-		Registerer: env.obs.registerer(),
-		Outer:      env.obs.routerOuter(),
-	})
+	rp, subscriber, err := env.router(ctx, pub)
 	if err != nil {
 		return nil, err
-	}
-	a.router, a.stack, a.poisonAdmin = rp.router, rp.stack, rp.admin
-	subscriber := func(group string) (message.Subscriber, error) {
-		return kafka.NewSubscriber(env.kafka, group, env.wlog)
 	}
 	views := newReadModels(viewDB)
 	selected, err := views.named(names)

@@ -3,14 +3,11 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 
-	"github.com/ThreeDotsLabs/watermill/message"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/millrace/millrace/gateway/upstream"
-	"github.com/millrace/millrace/platform/kafka"
 	"github.com/millrace/millrace/projections/jobs"
 )
 
@@ -44,13 +41,10 @@ per the job's policy. The run history is kept in scheduler.db in --data-dir.
 
 func buildSchedulerRole(ctx context.Context, env *roleEnv) (*roleParts, error) {
 	a, cfg := env.app, env.cfg
-	kpub, err := kafka.NewPublisher(env.kafka, env.wlog)
+	pub, err := env.publisher()
 	if err != nil {
-		return nil, fmt.Errorf("create kafka publisher: %w", err)
+		return nil, err
 	}
-	a.closers = append(a.closers, kpub.Close)
-	pub := env.obs.tracePublisher(kpub)
-	a.publisher = pub
 
 	// scheduler.db: the run history, and the jobs' records when there is
 	// no Consul.
@@ -58,18 +52,9 @@ func buildSchedulerRole(ctx context.Context, env *roleEnv) (*roleParts, error) {
 	if err != nil {
 		return nil, err
 	}
-	rp, err := buildRouter(ctx, a, cfg.devConfig, routerDeps{
-		Publisher:  pub,
-		Logger:     env.logger,
-		Registerer: env.obs.registerer(),
-		Outer:      env.obs.routerOuter(),
-	})
+	rp, subscriber, err := env.router(ctx, pub)
 	if err != nil {
 		return nil, err
-	}
-	a.router, a.stack, a.poisonAdmin = rp.router, rp.stack, rp.admin
-	subscriber := func(group string) (message.Subscriber, error) {
-		return kafka.NewSubscriber(env.kafka, group, env.wlog)
 	}
 	history := jobs.New(db)
 	manager, err := buildProjections(ctx, a, env.kafka, db, rp.router, subscriber, env.obs.watchProjection, env.logger, history)

@@ -17,7 +17,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/millrace/millrace/platform/commandstore"
-	"github.com/millrace/millrace/platform/kafka"
 )
 
 // workerReactors names the reactors a worker can run.
@@ -91,13 +90,10 @@ type worker struct {
 
 func buildWorkerRole(ctx context.Context, env *roleEnv, contexts, reactors []string) (*roleParts, error) {
 	a, cfg := env.app, env.cfg
-	kpub, err := kafka.NewPublisher(env.kafka, env.wlog)
+	pub, err := env.publisher()
 	if err != nil {
-		return nil, fmt.Errorf("create kafka publisher: %w", err)
+		return nil, err
 	}
-	a.closers = append(a.closers, kpub.Close)
-	pub := env.obs.tracePublisher(kpub)
-	a.publisher = pub
 
 	stateDB, err := a.openDB(ctx, cfg.path("state.db"))
 	if err != nil {
@@ -115,20 +111,11 @@ func buildWorkerRole(ctx context.Context, env *roleEnv, contexts, reactors []str
 	if err := env.obs.watch(env.kafka, store); err != nil { // consumer lag and outbox backlog on /metrics
 		return nil, err
 	}
-	rp, err := buildRouter(ctx, a, cfg.devConfig, routerDeps{
-		Publisher:  pub,
-		Logger:     env.logger,
-		Registerer: env.obs.registerer(),
-		Outer:      env.obs.routerOuter(),
-	})
+	rp, subscriber, err := env.router(ctx, pub)
 	if err != nil {
 		return nil, err
 	}
 	w.router = rp.router
-	a.router, a.stack, a.poisonAdmin = rp.router, rp.stack, rp.admin
-	subscriber := func(group string) (message.Subscriber, error) {
-		return kafka.NewSubscriber(env.kafka, group, env.wlog)
-	}
 	// Handlers consume through resettable subscriptions; their replay
 	// horizons are kept in state.db (wire_replay.go).
 	w.control, err = newHandlerControl(ctx, a, env.kafka, stateDB, subscriber, env.logger)

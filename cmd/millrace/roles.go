@@ -110,6 +110,39 @@ type roleEnv struct {
 	app *app
 }
 
+// publisher creates the role's Kafka publisher, traced and closed with the
+// app. It is the app's publisher too (audit events, the rules' history).
+func (env *roleEnv) publisher() (message.Publisher, error) {
+	kpub, err := kafka.NewPublisher(env.kafka, env.wlog)
+	if err != nil {
+		return nil, fmt.Errorf("create kafka publisher: %w", err)
+	}
+	env.app.closers = append(env.app.closers, kpub.Close)
+	pub := env.obs.tracePublisher(kpub)
+	env.app.publisher = pub
+	return pub, nil
+}
+
+// router builds the role's router behind the governance stack (poisoned
+// messages published with pub), installs it on the app, and returns it with
+// the subscriber its consumer groups consume through.
+func (env *roleEnv) router(ctx context.Context, pub message.Publisher) (routerParts, func(group string) (message.Subscriber, error), error) {
+	rp, err := buildRouter(ctx, env.app, env.cfg.devConfig, routerDeps{
+		Publisher:  pub,
+		Logger:     env.logger,
+		Registerer: env.obs.registerer(),
+		Outer:      env.obs.routerOuter(),
+	})
+	if err != nil {
+		return routerParts{}, nil, err
+	}
+	env.app.router, env.app.stack, env.app.poisonAdmin = rp.router, rp.stack, rp.admin
+	subscriber := func(group string) (message.Subscriber, error) {
+		return kafka.NewSubscriber(env.kafka, group, env.wlog)
+	}
+	return rp, subscriber, nil
+}
+
 // roleParts are what a role built.
 type roleParts struct {
 	// handler serves the role's routes; the runner serves /healthz and
@@ -220,6 +253,7 @@ func bindRoleFlags(fs *pflag.FlagSet, spec roleSpec, c *roleConfig, getenv func(
 	fs.StringVar(&c.LogLevel, "log-level", envOr(getenv, "MILLRACE_LOG_LEVEL", "info"), "debug, info, warn or error (MILLRACE_LOG_LEVEL)")
 	fs.StringVar(&c.LogFormat, "log-format", envOr(getenv, "MILLRACE_LOG_FORMAT", "text"), "text or json (MILLRACE_LOG_FORMAT)")
 	fs.StringVar(&c.ConfigFile, "config", getenv("MILLRACE_CONFIG"), "rules file, .yaml or .json, applied live when it changes; see docs/configuration.md (MILLRACE_CONFIG)")
+	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go's profiles under /debug/pprof/, without authentication (loopback --http-addr only)")
 	bindRulesKeyFlags(fs, &c.Env, &c.Role, getenv)
 	// The role's name is the default of --role, so that each role reads
 	// its own rules from Consul KV.
@@ -238,6 +272,7 @@ func (c roleConfig) validate(spec roleSpec, getenv func(string) string) error {
 		errs = append(errs, fmt.Errorf("kafka brokers: none given; the %s role runs on a Kafka cluster: set --kafka-brokers or KAFKA_BROKERS (millrace broker runs one on this machine)", spec.name))
 	}
 	errs = append(errs, c.devConfig.Validate())
+	errs = append(errs, checkPprof(c.Pprof, c.HTTPAddr)) // pprof.go
 	if spec.needsRegistry && getenv(consul.EnvHTTPAddr) == "" {
 		errs = append(errs, fmt.Errorf("registry: the %s role finds the other roles in Consul: set %s to a Consul agent", spec.name, consul.EnvHTTPAddr))
 	}
@@ -327,6 +362,9 @@ func runRole(ctx context.Context, spec roleSpec, cfg roleConfig, getenv func(str
 	handler, err = sec.wrap(handler, requirements, parts.publisher, obs.registerer())
 	if err != nil {
 		return errors.Join(err, ln.Close())
+	}
+	if cfg.Pprof { // profiles for benchmarking, loopback only (pprof.go)
+		handler = withPprof(handler)
 	}
 	srv := newHTTPServer(handler, cfg.Security.HTTP, logger)
 	ln = netutil.LimitListener(ln, cfg.Security.HTTP.MaxConnections)
