@@ -68,10 +68,14 @@ func TestRunnerExactlyOnceAcrossKill(t *testing.T) {
 	}
 	blocked := make(chan struct{})
 	go func() {
+		// Each partition's consumer blocks, and says so, once the child
+		// applied enough: close on the first.
 		sc := bufio.NewScanner(out)
+		closed := false
 		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), "BLOCKED") {
+			if strings.HasPrefix(sc.Text(), "BLOCKED") && !closed {
 				close(blocked)
+				closed = true
 			}
 		}
 	}()

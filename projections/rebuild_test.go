@@ -43,11 +43,27 @@ func groupExists(t *testing.T, b *broker, group string) bool {
 	return ok
 }
 
+// TestRebuildWhileWritesContinue rebuilds while events keep coming, for a
+// projection applied event by event and for one applied in batches
+// (projections.BatchApplier): every event once in the new version, replays
+// marked up to where the log ended when the rebuild began.
 func TestRebuildWhileWritesContinue(t *testing.T) {
+	tests := []struct {
+		name string
+		p    projections.Projection
+	}{
+		{name: "Apply", p: newLedger("ledger")},
+		{name: "ApplyBatch", p: batchLedger{newLedger("ledger")}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { testRebuildWhileWritesContinue(t, tt.p) })
+	}
+}
+
+func testRebuildWhileWritesContinue(t *testing.T, p projections.Projection) {
 	b := startBroker(t, 3)
 	db := projectiontest.OpenDB(t)
-	l := newLedger("ledger")
-	m := newManager(t, b, db, l)
+	m := newManager(t, b, db, p)
 	stop := run(t, m)
 
 	before := ordersPlaced("before", 600)
@@ -112,6 +128,14 @@ func TestRebuildWhileWritesContinue(t *testing.T) {
 	}
 	if last := rows[len(rows)-1]; last.replay {
 		t.Errorf("event %s, written after the swap, was marked as a replay", last.id)
+	}
+	for _, r := range rows {
+		switch {
+		case strings.HasPrefix(r.id, "e-before-") && !r.replay:
+			t.Errorf("event %s, in the log before the rebuild, was not marked as a replay", r.id)
+		case strings.HasPrefix(r.id, "e-after-") && r.replay:
+			t.Errorf("event %s, written after the swap, was marked as a replay", r.id)
+		}
 	}
 
 	// The old version is gone: tables, positions, consumer groups.

@@ -64,8 +64,9 @@ type Event struct {
 //
 // The runner calls Setup when it prepares a version (and again at every start,
 // so that Setup can bring tables created by older code up to date, e.g. add a
-// column) and Apply once per event, each inside a transaction it owns. Apply
-// calls of one version never overlap (SQLite serialises writers); the query
+// column) and Apply once per event (or ApplyBatch for many, see
+// BatchApplier), each inside a transaction it owns. Apply calls of one
+// version never overlap (SQLite serialises writers); the query
 // methods of a read model may run concurrently with them, and read the active
 // version with Read.
 type Projection interface {
@@ -89,6 +90,26 @@ type Projection interface {
 // runner skips commands for every other projection.
 type CommandConsumer interface {
 	WantsCommands() bool
+}
+
+// BatchApplier is implemented by projections that can apply many events in
+// fewer statements than Apply takes one by one: several events of one key
+// folded into one row write, rows written many per statement (Tx.ExecRows).
+// A statement costs SQLite and the driver about as much as the row it
+// writes, so this is what makes a rebuild fast (docs/benchmarks.md, Replay).
+//
+// The runner then calls ApplyBatch instead of Apply, in the transaction of a
+// batch of messages (HandleBatch; Handle passes one event), with the events
+// it is to apply, in log order: redeliveries, events applied before, types
+// the projection does not take and malformed events are left out, and every
+// event's id is already recorded. The effect must be exactly that of Apply
+// called for each event in turn. The events are either all replays or all
+// not (cloudevents.IsReplaying in ctx); the slice is the runner's, valid
+// until ApplyBatch returns. An error rolls back the whole transaction; the
+// runner then applies the messages one per transaction, to keep those before
+// the failing one.
+type BatchApplier interface {
+	ApplyBatch(ctx context.Context, tx *Tx, events []Event) error
 }
 
 // Carrier is implemented by projections that hold state the log does not
@@ -133,9 +154,17 @@ type Runner struct {
 	wantsCommands bool
 	logger        *slog.Logger
 	stmts         *statements
+	batch         BatchApplier // nil: Apply per event
+	// nameArg and versionArg are name and version as statement arguments,
+	// converted once.
+	nameArg, versionArg any
 	// writeMu serialises the runner's transactions, and those of the other
 	// runners of its Manager.
 	writeMu *sync.Mutex
+	// evs and args are buffers of the transaction holding writeMu: the
+	// events handed to ApplyBatch, the arguments of the id inserts.
+	evs  []Event
+	args []any
 
 	// replayUntil marks as replays the messages below these offsets.
 	replayUntil map[partitionKey]int64
@@ -240,6 +269,10 @@ func openRunner(ctx context.Context, db *sql.DB, p Projection, version int, o ru
 	if c, ok := p.(CommandConsumer); ok {
 		r.wantsCommands = c.WantsCommands()
 	}
+	if b, ok := p.(BatchApplier); ok {
+		r.batch = b
+	}
+	r.nameArg, r.versionArg = r.name, int64(version)
 	r.types = map[string]events.Type{}
 	for _, t := range events.Types() {
 		r.types[t.Name] = t
@@ -384,7 +417,8 @@ func (r *Runner) health() health {
 type prepared struct {
 	msg  *message.Message
 	at   Position
-	e    *Event
+	e    *Event // &ev, or nil
+	ev   Event
 	skip string // why it is skipped without being applied
 	err  error  // a malformed message
 }
@@ -393,13 +427,14 @@ type prepared struct {
 // that the decoding of one partition's batch overlaps the transaction of
 // another's.
 func (r *Runner) prepare(msgs []*message.Message) ([]prepared, error) {
-	out := make([]prepared, len(msgs))
+	out := make([]prepared, len(msgs)) // one allocation for the batch's events
 	for i, msg := range msgs {
 		at, err := positionOf(msg)
 		if err != nil {
 			return nil, fmt.Errorf("message %s: %w", msg.UUID, err)
 		}
-		p := prepared{msg: msg, at: at}
+		p := &out[i]
+		p.msg, p.at = msg, at
 		ceType := msg.Metadata.Get(cloudevents.Type)
 		typ, known := r.types[ceType]
 		switch {
@@ -410,14 +445,10 @@ func (r *Runner) prepare(msgs []*message.Message) ([]prepared, error) {
 		case typ.Kind == events.KindCommand && !r.wantsCommands:
 			p.skip = "command"
 		default:
-			e, err := decode(msg, typ, at, r.upcast[ceType])
-			if err != nil {
-				p.err = err
-			} else {
-				p.e = &e
+			if p.ev, p.err = decode(msg, typ, at, r.upcast[ceType]); p.err == nil {
+				p.e = &p.ev
 			}
 		}
-		out[i] = p
 	}
 	return out, nil
 }
@@ -426,23 +457,48 @@ func (r *Runner) prepare(msgs []*message.Message) ([]prepared, error) {
 // messages it handled (all of them, or 0 on error). Transactions of the
 // runners of one Manager take turns on a mutex rather than on SQLite's busy
 // timeout, which polls.
+//
+// Within the transaction it sorts the messages out first (redeliveries,
+// skipped types, malformed events), then records the event ids of the rest
+// (see recordIDs), then applies those not applied before, in log order, and
+// stores one position per partition: fewer, larger statements than one
+// message after the other, with the same outcome.
 func (r *Runner) applyInTx(ctx context.Context, msgs []*message.Message, skipMalformed bool) (int, error) {
 	items, err := r.prepare(msgs)
 	if err != nil {
 		return 0, err
 	}
+	err = r.write(ctx, items, skipMalformed, true)
+	if errors.Is(err, errAppliedBefore) {
+		// An event of the batch was applied before (or is in it twice):
+		// the rare case, in which each id is recorded on its own.
+		err = r.write(ctx, items, skipMalformed, false)
+	}
+	if err != nil {
+		return 0, err
+	}
+	return len(msgs), nil
+}
+
+// write is applyInTx's transaction. With manyIDs, the ids of the events to
+// apply are recorded many per statement, and when one of them was recorded
+// before, write rolls back and returns errAppliedBefore (see recordIDs).
+func (r *Runner) write(ctx context.Context, items []prepared, skipMalformed, manyIDs bool) error {
 	r.writeMu.Lock()
 	defer r.writeMu.Unlock()
 	sqlTx, err := r.db.BeginTx(ctx, nil)
 	if err != nil {
-		return 0, fmt.Errorf("begin: %w", err)
+		return fmt.Errorf("begin: %w", err)
 	}
 	defer rollback(sqlTx)
 	tx := newTx(sqlTx, r.name, r.version, r.stmts)
 
 	stored := map[partitionKey]int64{}  // positions read or advanced in this transaction
 	changed := map[partitionKey]int64{} // positions to write
-	for _, it := range items {
+	apply := make([]*prepared, 0, len(items))
+	malformed := 0 // skipped, counted once committed
+	for i := range items {
+		it := &items[i]
 		at := it.at
 		k := partitionKey{at.Topic, at.Partition}
 		pos, known := stored[k]
@@ -450,8 +506,8 @@ func (r *Runner) applyInTx(ctx context.Context, msgs []*message.Message, skipMal
 			var p sql.NullInt64
 			if err := tx.QueryRowContext(ctx,
 				`SELECT "offset" FROM projection_positions WHERE projection = ? AND version = ? AND topic = ? AND "partition" = ?`,
-				r.name, r.version, at.Topic, at.Partition).Scan(&p); err != nil && !errors.Is(err, sql.ErrNoRows) {
-				return 0, fmt.Errorf("read position of %s/%d: %w", at.Topic, at.Partition, err)
+				r.nameArg, r.versionArg, at.Topic, at.Partition).Scan(&p); err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("read position of %s/%d: %w", at.Topic, at.Partition, err)
 			}
 			pos, known = p.Int64, p.Valid
 			if known {
@@ -462,77 +518,188 @@ func (r *Runner) applyInTx(ctx context.Context, msgs []*message.Message, skipMal
 			r.skippedMsg(ctx, it.msg, at, "redelivered")
 			continue
 		}
-		if err := r.applyOne(ctx, tx, it); err != nil {
-			var failed *applyError
-			if !skipMalformed || !errors.Is(err, ErrMalformedEvent) || errors.As(err, &failed) {
-				return 0, fmt.Errorf("message %s at %s/%d@%d: %w", it.msg.UUID, at.Topic, at.Partition, at.Offset, err)
-			}
-			r.mu.Lock()
-			r.skipped++
-			r.mu.Unlock()
+		switch {
+		case it.err != nil && !skipMalformed:
+			return fmt.Errorf("message %s at %s/%d@%d: %w", it.msg.UUID, at.Topic, at.Partition, at.Offset, it.err)
+		case it.err != nil:
+			malformed++
 			r.logger.WarnContext(ctx, "projection skipped a malformed event", "topic", at.Topic, "partition", at.Partition,
-				"offset", at.Offset, "message_id", it.msg.UUID, "error", err)
+				"offset", at.Offset, "message_id", it.msg.UUID, "error", it.err)
+		case it.e == nil:
+			r.skippedMsg(ctx, it.msg, at, it.skip)
+		default:
+			apply = append(apply, it)
 		}
 		stored[k] = at.Offset
 		changed[k] = at.Offset
+	}
+	apply, err = r.recordIDs(ctx, tx, apply, manyIDs)
+	if err != nil {
+		return err
+	}
+	if err := r.applyEvents(ctx, tx, apply); err != nil {
+		return err
 	}
 	for k, offset := range changed {
 		if _, err := tx.ExecContext(ctx, `
 INSERT INTO projection_positions (projection, version, topic, "partition", "offset") VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (projection, version, topic, "partition") DO UPDATE SET "offset" = excluded."offset"`,
-			r.name, r.version, k.topic, k.partition, offset); err != nil {
-			return 0, fmt.Errorf("store position of %s/%d: %w", k.topic, k.partition, err)
+			r.nameArg, r.versionArg, k.topic, k.partition, offset); err != nil {
+			return fmt.Errorf("store position of %s/%d: %w", k.topic, k.partition, err)
 		}
 	}
 	if err := sqlTx.Commit(); err != nil {
-		return 0, fmt.Errorf("commit: %w", err)
+		return fmt.Errorf("commit: %w", err)
 	}
-	return len(msgs), nil
+	if malformed > 0 {
+		r.mu.Lock()
+		r.skipped += int64(malformed)
+		r.mu.Unlock()
+	}
+	return nil
 }
 
-// applyOne applies a prepared message, unless it is skipped, malformed or
-// its event id was applied before; it records the id of what it applies. The
-// caller stores the position either way.
-func (r *Runner) applyOne(ctx context.Context, tx *Tx, it prepared) error {
-	switch {
-	case it.err != nil:
-		return it.err
-	case it.e == nil:
-		r.skippedMsg(ctx, it.msg, it.at, it.skip)
-		return nil
+// insertIDHead makes the statements that record applied event ids, one row
+// or many (Tx.ExecRows). OR IGNORE rather than ON CONFLICT DO NOTHING: the
+// same for these rows, whose values are never NULL (an event without an id
+// is malformed), but a statement that cannot fail halfway needs no statement
+// journal, a copy of every page it changes.
+const insertIDHead = `INSERT OR IGNORE INTO projection_event_ids (projection, version, at, event_id) VALUES`
+
+// errAppliedBefore is returned by recordIDs, recording many ids at once,
+// when one of them was recorded before.
+var errAppliedBefore = errors.New("an event of the batch was applied before")
+
+// recordIDs records the event ids of items, which are about to be applied,
+// and returns those that were not applied before, in order: the rest are
+// events an outbox relay published again (the same ce_id and ce_time at a
+// new offset), or the same event twice in items.
+//
+// With many, the ids go into a few multi-row inserts. When they stored as
+// many rows as there are ids, none was applied before: what a rebuild meets
+// but for the rare re-published event. When they stored fewer, recordIDs
+// returns errAppliedBefore, and the caller rolls the transaction back and
+// goes again without many: each id then has an insert of its own, which
+// tells whether it was new. Either way the answer is exact: the primary key
+// of projection_event_ids decides, not a guess. (A savepoint around the
+// multi-row inserts would spare the second pass, but costs more: SQLite
+// copies every page the inserts change to a sub-journal, a temporary file
+// once a batch's pages pass 64 KiB.)
+func (r *Runner) recordIDs(ctx context.Context, tx *Tx, items []*prepared, many bool) ([]*prepared, error) {
+	if len(items) == 0 {
+		return items, nil
 	}
-	e := *it.e
-	res, err := tx.ExecContext(ctx,
-		`INSERT INTO projection_event_ids (projection, version, at, event_id) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-		r.name, r.version, nanos(e.Time), e.ID)
-	if err != nil {
-		return fmt.Errorf("record applied id: %w", err)
+	if many && len(items) > 1 {
+		args := r.args[:0]
+		for _, it := range items {
+			args = append(args, r.nameArg, r.versionArg, nanos(it.e.Time), it.e.ID)
+		}
+		n, err := tx.ExecRows(ctx, insertIDHead, 4, "", args)
+		clear(args)
+		r.args = args[:0]
+		if err != nil {
+			return nil, fmt.Errorf("record applied ids: %w", err)
+		}
+		if n != int64(len(items)) {
+			return nil, errAppliedBefore
+		}
+		return r.notLegacy(ctx, tx, items)
 	}
-	if n, err := res.RowsAffected(); err != nil {
-		return fmt.Errorf("record applied id: %w", err)
-	} else if n == 0 {
-		r.skippedMsg(ctx, it.msg, it.at, "event applied before")
-		return nil
+	fresh := make([]*prepared, 0, len(items))
+	for _, it := range items {
+		res, err := tx.ExecContext(ctx, insertIDHead+` (?, ?, ?, ?)`, r.nameArg, r.versionArg, nanos(it.e.Time), it.e.ID)
+		if err != nil {
+			return nil, fmt.Errorf("record applied id: %w", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return nil, fmt.Errorf("record applied id: %w", err)
+		}
+		if n == 0 {
+			r.skippedMsg(ctx, it.msg, it.at, "event applied before")
+			continue
+		}
+		fresh = append(fresh, it)
 	}
-	if r.legacy {
+	return r.notLegacy(ctx, tx, fresh)
+}
+
+// notLegacy leaves out of items the events whose ids the legacy table holds,
+// for the versions that have one.
+func (r *Runner) notLegacy(ctx context.Context, tx *Tx, items []*prepared) ([]*prepared, error) {
+	if !r.legacy {
+		return items, nil
+	}
+	kept := items[:0]
+	for _, it := range items {
 		var before bool
 		if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM `+legacyAppliedTable+` WHERE projection = ? AND version = ? AND event_id = ?)`,
-			r.name, r.version, e.ID).Scan(&before); err != nil {
-			return fmt.Errorf("read legacy applied ids: %w", err)
+			r.nameArg, r.versionArg, it.e.ID).Scan(&before); err != nil {
+			return nil, fmt.Errorf("read legacy applied ids: %w", err)
 		}
 		if before {
 			r.skippedMsg(ctx, it.msg, it.at, "event applied before")
-			return nil
+			continue
 		}
+		kept = append(kept, it)
 	}
+	return kept, nil
+}
 
-	if until, ok := r.replayUntil[partitionKey{e.Topic, e.Partition}]; ok && e.Offset < until {
-		ctx = cloudevents.WithReplay(ctx)
+// applyEvents applies the events of items, in order: through ApplyBatch,
+// one call per run of replays or of live events, when the projection
+// implements BatchApplier, else through Apply, one by one.
+func (r *Runner) applyEvents(ctx context.Context, tx *Tx, items []*prepared) error {
+	if r.batch == nil {
+		for _, it := range items {
+			if err := r.p.Apply(r.eventCtx(ctx, it.e), tx, *it.e); err != nil {
+				return &applyError{typ: it.e.Type, err: err}
+			}
+		}
+		return nil
 	}
-	if err := r.p.Apply(ctx, tx, e); err != nil {
-		return &applyError{typ: e.Type, err: err}
+	evs := r.evs[:0]
+	defer func() {
+		clear(evs[:cap(evs)]) // keep no event alive beyond the transaction
+		r.evs = evs[:0]
+	}()
+	for len(items) > 0 {
+		replay := r.replaying(items[0].e)
+		evs = evs[:0]
+		n := 0
+		for n < len(items) && r.replaying(items[n].e) == replay {
+			evs = append(evs, *items[n].e)
+			n++
+		}
+		bctx := ctx
+		if replay {
+			bctx = cloudevents.WithReplay(ctx)
+		}
+		if err := r.batch.ApplyBatch(bctx, tx, evs); err != nil {
+			typ := evs[0].Type
+			if len(evs) > 1 {
+				typ = fmt.Sprintf("%d events from %s", len(evs), evs[0].Type)
+			}
+			return &applyError{typ: typ, err: err}
+		}
+		items = items[n:]
 	}
 	return nil
+}
+
+// replaying reports whether e is below the offset up to which the runner
+// marks replays.
+func (r *Runner) replaying(e *Event) bool {
+	until, ok := r.replayUntil[partitionKey{e.Topic, e.Partition}]
+	return ok && e.Offset < until
+}
+
+// eventCtx is ctx, marked as a replay when e is one.
+func (r *Runner) eventCtx(ctx context.Context, e *Event) context.Context {
+	if r.replaying(e) {
+		return cloudevents.WithReplay(ctx)
+	}
+	return ctx
 }
 
 // applyError is a failure of Projection.Apply: it may have written before

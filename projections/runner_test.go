@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -534,6 +535,66 @@ func TestHandleBatch(t *testing.T) {
 	}
 	if got := len(applied(t, db)); got != 3 {
 		t.Errorf("applied %d events after the redelivery, want 3", got)
+	}
+}
+
+// TestHandleBatchSkipsRepublishedEvents: an outbox relay that crashed
+// publishes events again, with their ids and times, at new offsets, possibly
+// long after the first copy. Batches record ids many per statement; each
+// event must still be applied once, whether its first copy is in an earlier
+// batch, earlier in the same batch, or was applied one message per
+// transaction.
+func TestHandleBatchSkipsRepublishedEvents(t *testing.T) {
+	start := time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)
+	event := func(i int) *message.Message {
+		return projectiontest.Message(t, placed(fmt.Sprintf("o-%d", i)), projectiontest.ID(fmt.Sprintf("e-%d", i)),
+			projectiontest.At(start.Add(time.Duration(i)*time.Millisecond)))
+	}
+	var (
+		log  projectiontest.Log
+		want []string
+	)
+	fresh := func(from, to int) []*message.Message {
+		var out []*message.Message
+		for i := from; i < to; i++ {
+			out = append(out, log.Append(event(i), events.TopicOrderEvents, 0))
+			want = append(want, fmt.Sprintf("e-%d", i))
+		}
+		return out
+	}
+	again := func(i int) *message.Message { return log.Append(event(i), events.TopicOrderEvents, 0) }
+
+	db := projectiontest.OpenDB(t)
+	r := newRunner(t, db, &recorder{})
+	steps := []struct {
+		name  string
+		batch []*message.Message
+		total int // events applied after the batch
+	}{
+		{name: "new events only", batch: fresh(0, 300), total: 300},
+		{name: "one re-published among new ones", batch: slices.Concat(fresh(300, 400), []*message.Message{again(17)}, fresh(400, 450)), total: 450},
+		{name: "re-published long after, alone", batch: []*message.Message{again(5)}, total: 450},
+		{name: "the same event twice in one batch, new before", batch: slices.Concat(fresh(450, 460), []*message.Message{again(455)}), total: 460},
+		{name: "a whole batch again", batch: []*message.Message{again(0), again(1), again(299), again(300)}, total: 460},
+		{name: "new events after", batch: fresh(460, 600), total: 600},
+	}
+	for _, st := range steps {
+		if err := r.HandleBatch(context.Background(), st.batch); err != nil {
+			t.Fatalf("%s: HandleBatch: %v", st.name, err)
+		}
+		if got := applied(t, db); !reflect.DeepEqual(got, want[:st.total]) {
+			t.Fatalf("%s: applied %d events, want %d (each once, in log order)", st.name, len(got), st.total)
+		}
+	}
+	if got, want := positions(t, r), []projections.Position{{Topic: events.TopicOrderEvents, Partition: 0, Offset: 606}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("positions = %+v, want %+v", got, want)
+	}
+	var ids int
+	if err := db.QueryRow(`SELECT COUNT(*) FROM projection_event_ids WHERE projection = 'recorder' AND version = 1`).Scan(&ids); err != nil {
+		t.Fatal(err)
+	}
+	if ids != 600 {
+		t.Errorf("%d event ids recorded, want 600", ids)
 	}
 }
 

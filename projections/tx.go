@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"sync"
 )
 
@@ -44,6 +45,12 @@ func tablePrefix(projection string, version int) string {
 // In Apply, each query text is prepared once per runner and reused, so a
 // query must be a single statement and should take its values as arguments.
 // In Setup, statements run as they are, several at once if need be.
+//
+// In Apply, a statement that has begun runs to its end even when ctx ends
+// meanwhile (the SQLite driver would otherwise start a goroutine per
+// statement to watch ctx, a measurable cost at tens of thousands of
+// statements per second); the next statement, and the transaction, fail once
+// ctx is done.
 type Tx struct {
 	tx      *sql.Tx
 	name    string
@@ -72,7 +79,10 @@ func (t *Tx) ExecContext(ctx context.Context, query string, args ...any) (sql.Re
 	if st == nil {
 		return t.tx.ExecContext(ctx, query, args...)
 	}
-	return st.ExecContext(ctx, args...)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return st.ExecContext(context.WithoutCancel(ctx), args...)
 }
 
 // QueryContext runs a query that returns rows.
@@ -84,17 +94,76 @@ func (t *Tx) QueryContext(ctx context.Context, query string, args ...any) (*sql.
 	if st == nil {
 		return t.tx.QueryContext(ctx, query, args...)
 	}
-	return st.QueryContext(ctx, args...)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return st.QueryContext(context.WithoutCancel(ctx), args...)
 }
 
 // QueryRowContext runs a query that returns at most one row.
 func (t *Tx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
 	st, err := t.stmt(ctx, query)
-	if err != nil || st == nil {
-		// A failed prepare surfaces again, as the Row's error, here.
+	if err != nil || st == nil || ctx.Err() != nil {
+		// A failed prepare, or the end of ctx, surfaces as the Row's
+		// error here.
 		return t.tx.QueryRowContext(ctx, query, args...)
 	}
-	return st.QueryRowContext(ctx, args...)
+	return st.QueryRowContext(context.WithoutCancel(ctx), args...)
+}
+
+// maxRowsPerInsert bounds the rows of one statement of ExecRows.
+const maxRowsPerInsert = 64
+
+// maxArgsPerStatement is SQLite's default limit on the arguments of one
+// statement (SQLITE_MAX_VARIABLE_NUMBER).
+const maxArgsPerStatement = 32766
+
+// ExecRows runs one multi-row INSERT (or REPLACE) for many rows:
+// head is the statement up to and including VALUES
+// ("INSERT INTO t (a, b) VALUES"), tail what follows the rows (an ON
+// CONFLICT clause, or ""), and args the values of the rows, width values
+// per row, row after row. It returns how many rows the statements changed
+// (ON CONFLICT DO NOTHING does not count a row it left out).
+//
+// Rows are inserted in order, as one INSERT per row would insert them: a
+// row that conflicts with an earlier row of the same call meets that row.
+// The work is split into statements of up to 64 rows, of sizes that are
+// powers of two, so that few texts are prepared (once per runner, as in
+// ExecContext). A statement per row costs SQLite and the driver about as
+// much again as the row itself; folding a batch's rows into a few statements
+// is what makes Projection.Apply's batch form (BatchApplier) fast.
+func (t *Tx) ExecRows(ctx context.Context, head string, width int, tail string, args []any) (int64, error) {
+	if width < 1 || len(args)%width != 0 {
+		return 0, fmt.Errorf("insert rows: %d values do not make rows of %d", len(args), width)
+	}
+	chunk := maxRowsPerInsert
+	for chunk > 1 && chunk*width > maxArgsPerStatement {
+		chunk /= 2
+	}
+	var changed int64
+	for rows := len(args) / width; rows > 0; {
+		n := chunk
+		for n > rows {
+			n /= 2
+		}
+		var query string
+		if t.stmts != nil {
+			query = t.stmts.rowsText(head, width, tail, n)
+		} else {
+			query = rowsText(head, width, tail, n)
+		}
+		res, err := t.ExecContext(ctx, query, args[:n*width]...)
+		if err != nil {
+			return changed, err
+		}
+		c, err := res.RowsAffected()
+		if err != nil {
+			return changed, err
+		}
+		changed += c
+		args, rows = args[n*width:], rows-n
+	}
+	return changed, nil
 }
 
 // stmt returns query prepared and bound to the transaction; nil when the
@@ -123,13 +192,53 @@ func (t *Tx) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
 // transaction (Tx.StmtContext) skips parsing the SQL again. Safe for
 // concurrent use.
 type statements struct {
-	db *sql.DB
-	mu sync.Mutex
-	m  map[string]*sql.Stmt
+	db    *sql.DB
+	mu    sync.Mutex
+	m     map[string]*sql.Stmt
+	texts map[rowsKey]string // texts of ExecRows statements
+}
+
+// rowsKey names the text of an ExecRows statement of n rows.
+type rowsKey struct {
+	head, tail string
+	width, n   int
 }
 
 func newStatements(db *sql.DB) *statements {
-	return &statements{db: db, m: map[string]*sql.Stmt{}}
+	return &statements{db: db, m: map[string]*sql.Stmt{}, texts: map[rowsKey]string{}}
+}
+
+// rowsText is the text of an ExecRows statement, built once.
+func (s *statements) rowsText(head string, width int, tail string, n int) string {
+	k := rowsKey{head: head, tail: tail, width: width, n: n}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q, ok := s.texts[k]
+	if !ok {
+		q = rowsText(head, width, tail, n)
+		s.texts[k] = q
+	}
+	return q
+}
+
+// rowsText returns "head (?, ?), (?, ?) tail" for n rows of width values.
+func rowsText(head string, width int, tail string, n int) string {
+	row := "(" + strings.Repeat("?, ", width-1) + "?)"
+	var b strings.Builder
+	b.Grow(len(head) + len(tail) + n*(len(row)+2) + 2)
+	b.WriteString(head)
+	b.WriteByte(' ')
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(row)
+	}
+	if tail != "" {
+		b.WriteByte(' ')
+		b.WriteString(tail)
+	}
+	return b.String()
 }
 
 func (s *statements) get(ctx context.Context, query string) (*sql.Stmt, error) {

@@ -7,6 +7,10 @@
 //
 //	go test ./bench/replay -run '^$' -bench Rebuild -benchtime 1x -timeout 30m
 //
-// for 1,000,000 events, or fewer with MILLRACE_REPLAY_EVENTS=100000. The
+// for 1,000,000 events, or fewer with MILLRACE_REPLAY_EVENTS=100000. It
+// reports the CPU time of the process per event for the rebuild and for the
+// raw reads (the figure a shared machine disturbs least);
+// MILLRACE_REPLAY_CPUPROFILE=file writes a CPU profile of the rebuild alone,
+// MILLRACE_REPLAY_MAX_BATCH=n sets the batch consumer's MaxBatch. The
 // figures go into docs/benchmarks.md.
 package replay

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,6 +42,21 @@ func eventsToReplay(b *testing.B) int {
 
 const partitions = 3
 
+// maxBatch is the most messages per batch (and per transaction) of the
+// rebuild's consumer: MILLRACE_REPLAY_MAX_BATCH, or 0 for the default
+// (kafka.DefaultMaxBatch), as millrace runs it.
+func maxBatch(b *testing.B) int {
+	v := os.Getenv("MILLRACE_REPLAY_MAX_BATCH")
+	if v == "" {
+		return 0
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		b.Fatalf("MILLRACE_REPLAY_MAX_BATCH=%q: want a number of at least 1", v)
+	}
+	return n
+}
+
 // BenchmarkRebuild seeds the orders topic of an embedded broker with the
 // lives of orders (placed v1 or v2, paid, shipped), lets version 1 of the
 // orders projection catch up, then measures, in one run:
@@ -58,15 +74,19 @@ func BenchmarkRebuild(b *testing.B) {
 		b.ReportMetric(r.rebuildRate, "events/s")
 		b.ReportMetric(r.rawRate, "raw-events/s")
 		b.ReportMetric(r.rebuildRate/r.rawRate, "ratio")
+		b.ReportMetric(float64(r.rebuildCPU.Nanoseconds())/1e3, "cpu-µs/event")
+		b.ReportMetric(float64(min(r.rawCPU1, r.rawCPU2).Nanoseconds())/1e3, "raw-cpu-µs/event")
 		b.ReportMetric(r.rssBefore, "rss-before-MB")
 		b.ReportMetric(r.rssPeak, "rss-peak-MB")
 		b.ReportMetric(r.rssAfter, "rss-after-MB")
 		b.ReportMetric(r.heapBefore, "heap-before-MB")
 		b.ReportMetric(r.heapPeak, "heap-peak-MB")
 		b.ReportMetric(r.heapAfter, "heap-after-MB")
-		b.Logf("events %d | seed %.0f/s | raw Sarama %.0f/s (reads %.0f, %.0f) | rebuild %.0f/s applied in %s, swapped in after %s | ratio %.2f",
-			n, r.seedRate, r.rawRate, r.raw1, r.raw2, r.rebuildRate, r.applied.Round(time.Millisecond), r.swapped.Round(time.Millisecond),
-			r.rebuildRate/r.rawRate)
+		b.Logf("events %d | seed %.0f/s | raw Sarama %.0f/s (reads %.0f, %.0f) | rebuild %.0f/s applied in %s (first event after %s), swapped in after %s | ratio %.2f",
+			n, r.seedRate, r.rawRate, r.raw1, r.raw2, r.rebuildRate, r.applied.Round(time.Millisecond), r.first.Round(time.Millisecond),
+			r.swapped.Round(time.Millisecond), r.rebuildRate/r.rawRate)
+		b.Logf("CPU time of the process per event: rebuild %s, raw reads %s and %s (the embedded broker included in both)",
+			r.rebuildCPU, r.rawCPU1, r.rawCPU2)
 		b.Logf("RSS MB before %.0f, peak %.0f, after %.0f | heap MB before %.0f, peak %.0f, after %.0f | raw read peaks: RSS %.0f MB, heap %.0f MB | sqlite file %.0f MB",
 			r.rssBefore, r.rssPeak, r.rssAfter, r.heapBefore, r.heapPeak, r.heapAfter, r.rawRSSPeak, r.rawHeapPeak, r.dbMB)
 	}
@@ -74,7 +94,8 @@ func BenchmarkRebuild(b *testing.B) {
 
 type result struct {
 	seedRate, raw1, raw2, rawRate, rebuildRate float64
-	applied, swapped                           time.Duration
+	first, applied, swapped                    time.Duration
+	rebuildCPU, rawCPU1, rawCPU2               time.Duration // CPU time of the process per event
 	rssBefore, rssPeak, rssAfter               float64
 	heapBefore, heapPeak, heapAfter            float64
 	rawRSSPeak, rawHeapPeak                    float64
@@ -98,7 +119,7 @@ func runRebuild(b *testing.B, n int) result {
 
 	var r result
 	r.seedRate = seed(b, cfg, n)
-	r.raw1 = rawSarama(b, cfg, n, "raw-1")
+	r.raw1, r.rawCPU1 = rawSarama(b, cfg, n, "raw-1")
 
 	db, err := sqlite.Open(ctx, filepath.Join(dir, "projections.db"))
 	if err != nil {
@@ -110,7 +131,7 @@ func runRebuild(b *testing.B, n int) result {
 		b.Fatal(err)
 	}
 	defer adm.Close()
-	src, err := kafka.NewBatchConsumer(cfg, kafka.BatchOptions{}, nil)
+	src, err := kafka.NewBatchConsumer(cfg, kafka.BatchOptions{MaxBatch: maxBatch(b)}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -137,31 +158,61 @@ func runRebuild(b *testing.B, n int) result {
 	r.rssBefore, r.heapBefore = memory()
 	samples := startSampler()
 
-	began := time.Now()
+	stopProfile := profileRebuild(b)
+	began, cpuBegan := time.Now(), cpuTime()
 	if _, err := m.Rebuild(ctx, "orders", projections.From{}); err != nil {
 		b.Fatalf("rebuild: %v", err)
 	}
 	waitStatus(b, m, 30*time.Minute, func(s projections.Status) bool {
 		rb := s.Rebuild
+		if rb != nil && r.first == 0 && rb.Applied > 0 {
+			r.first = time.Since(began)
+		}
 		if rb != nil && r.applied == 0 && (rb.State != projections.RebuildBuilding || rb.Applied >= rb.Total) {
 			r.applied = time.Since(began)
+			r.rebuildCPU = perEvent(cpuTime()-cpuBegan, n)
 		}
 		return s.Version == 2 && rb != nil && rb.State == projections.RebuildDone
 	})
 	r.swapped = time.Since(began)
+	stopProfile()
 	r.rssPeak, r.heapPeak = samples.peaks()
 	runtime.GC()
 	r.rssAfter, r.heapAfter = memory()
 	r.rebuildRate = float64(n) / r.applied.Seconds()
 
 	rawSamples := startSampler()
-	r.raw2 = rawSarama(b, cfg, n, "raw-2")
+	r.raw2, r.rawCPU2 = rawSarama(b, cfg, n, "raw-2")
 	r.rawRSSPeak, r.rawHeapPeak = rawSamples.peaks()
 	r.rawRate = max(r.raw1, r.raw2)
 	if fi, err := os.Stat(filepath.Join(dir, "projections.db")); err == nil {
 		r.dbMB = float64(fi.Size()) / 1e6
 	}
 	return r
+}
+
+// profileRebuild writes a CPU profile of the rebuild alone (not of the
+// seeding and the raw reads around it) to the file MILLRACE_REPLAY_CPUPROFILE
+// names, when it is set; it returns the function that stops it.
+func profileRebuild(b *testing.B) (stop func()) {
+	path := os.Getenv("MILLRACE_REPLAY_CPUPROFILE")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatalf("create cpu profile: %v", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		b.Fatalf("start cpu profile (is -cpuprofile given too?): %v", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			b.Errorf("write cpu profile: %v", err)
+		}
+	}
 }
 
 // seed writes n events to orders.events with a raw franz-go producer: the
@@ -226,7 +277,7 @@ func seed(b *testing.B, cfg kafka.Config, n int) float64 {
 // group that does nothing with them but mark them consumed, and returns the
 // rate from joining the group to the last event. It uses the same client
 // settings as millrace's batch consumer.
-func rawSarama(b *testing.B, cfg kafka.Config, n int, group string) float64 {
+func rawSarama(b *testing.B, cfg kafka.Config, n int, group string) (rate float64, cpu time.Duration) {
 	sc := cfg.Sarama()
 	sc.ChannelBufferSize = 1024
 	sc.Consumer.Fetch.Default = 1 << 20
@@ -240,7 +291,7 @@ func rawSarama(b *testing.B, cfg kafka.Config, n int, group string) float64 {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	errc := make(chan error, 1)
-	began := time.Now()
+	began, cpuBegan := time.Now(), cpuTime()
 	go func() {
 		for ctx.Err() == nil {
 			if err := cg.Consume(ctx, []string{events.TopicOrderEvents}, h); err != nil && !errors.Is(err, context.Canceled) {
@@ -258,10 +309,14 @@ func rawSarama(b *testing.B, cfg kafka.Config, n int, group string) float64 {
 		b.Fatal("raw consumer did not read every event")
 	}
 	secs := time.Since(began).Seconds()
+	cpu = perEvent(cpuTime()-cpuBegan, n)
 	cancel()
 	<-errc
-	return float64(n) / secs
+	return float64(n) / secs, cpu
 }
+
+// perEvent is d divided among n events.
+func perEvent(d time.Duration, n int) time.Duration { return d / time.Duration(n) }
 
 // counter is a consumer group handler that counts messages.
 type counter struct {

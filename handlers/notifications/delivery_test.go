@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/components/cqrs"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -128,5 +129,65 @@ func TestFailedDeliveryIsRetriedOnRedelivery(t *testing.T) {
 	list := forUser(t, r, "u-1")
 	if len(list) != 1 || list[0].Body != "We received your order o-1: 3 items for 26.99 EUR." {
 		t.Errorf("notifications = %+v", list)
+	}
+}
+
+// keeper is a Deliverer that keeps every notification it delivers, whole.
+type keeper struct {
+	mu   sync.Mutex
+	sent []notifications.Notification
+	fail bool
+}
+
+func (k *keeper) Deliver(_ context.Context, n notifications.Notification) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.fail {
+		return errMailDown
+	}
+	k.sent = append(k.sent, n)
+	return nil
+}
+
+// The notification delivered is the one recorded and listed, whether it is
+// delivered as it is recorded or, after a failed delivery, read back on the
+// event's redelivery.
+func TestDeliveredNotificationIsTheListedOne(t *testing.T) {
+	placed := events.OrderPlacedV2{OrderID: "o-1", UserID: "u-1", ItemCount: 3, TotalCents: 2699, Currency: "EUR"}
+	cases := []struct {
+		name        string
+		failedFirst bool
+	}{
+		{"delivered as it is recorded", false},
+		{"delivered on redelivery after a failure", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			k := &keeper{fail: tc.failedFirst}
+			r := newDeliveringReactor(t, k)
+			if tc.failedFirst {
+				if err := handleIn(context.Background(), t, r, "e1", placed); !errors.Is(err, errMailDown) {
+					t.Fatalf("handle with the mail server down = %v, want its error", err)
+				}
+				k.mu.Lock()
+				k.fail = false
+				k.mu.Unlock()
+			}
+			if err := handleIn(context.Background(), t, r, "e1", placed); err != nil {
+				t.Fatalf("handle: %v", err)
+			}
+			list := forUser(t, r, "u-1")
+			if len(k.sent) != 1 || len(list) != 1 {
+				t.Fatalf("delivered %d and listed %d notifications, want one each", len(k.sent), len(list))
+			}
+			got, want := k.sent[0], list[0]
+			if !got.CreatedAt.Equal(want.CreatedAt) || got.CreatedAt.IsZero() {
+				t.Errorf("delivered created at %v, listed %v", got.CreatedAt, want.CreatedAt)
+			}
+			got.CreatedAt, want.CreatedAt = time.Time{}, time.Time{}
+			if got != want {
+				t.Errorf("delivered %+v, listed %+v", got, want)
+			}
+		})
 	}
 }

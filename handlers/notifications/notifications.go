@@ -22,6 +22,7 @@ package notifications
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 
@@ -78,11 +79,16 @@ const (
 )
 
 // Reactor records notifications in a SQLite database. It is safe for
-// concurrent use. It does not own the database: the caller closes it.
+// concurrent use. It does not own the database: the caller closes it, after
+// Close released the statements the reactor prepared.
 type Reactor struct {
 	db      *sql.DB
 	now     func() time.Time
 	deliver Deliverer
+
+	// The statements every event runs, prepared once: parsing them for
+	// each event cost as much as running them.
+	insert, read, markSent *sql.Stmt
 }
 
 // New creates the notifications table in db if needed. now stamps
@@ -121,7 +127,40 @@ CREATE INDEX IF NOT EXISTS notifications_by_user ON notifications (user_id, crea
 			return nil, fmt.Errorf("create notifications table: add delivery: %w", err)
 		}
 	}
+	for _, q := range []struct {
+		stmt **sql.Stmt
+		sql  string
+	}{
+		{&r.insert, `INSERT OR IGNORE INTO notifications
+			(event_id, user_id, kind, subject, body, created_at, delivery) VALUES (?, ?, ?, ?, ?, ?, ?)`},
+		{&r.read, `SELECT event_id, user_id, kind, subject, body, created_at, delivery
+			FROM notifications WHERE event_id = ?`},
+		{&r.markSent, `UPDATE notifications SET delivery = ? WHERE event_id = ?`},
+	} {
+		stmt, err := db.PrepareContext(ctx, q.sql)
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("prepare %q: %w", q.sql, err), r.Close())
+		}
+		*q.stmt = stmt
+	}
 	return r, nil
+}
+
+// Close releases the statements the reactor prepared. Call it once its
+// handlers stopped, before closing the database; the reactor is unusable
+// afterwards.
+func (r *Reactor) Close() error {
+	var errs []error
+	for _, stmt := range []**sql.Stmt{&r.insert, &r.read, &r.markSent} {
+		if *stmt != nil {
+			errs = append(errs, (*stmt).Close())
+			*stmt = nil
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("close notifications reactor: %w", err)
+	}
+	return nil
 }
 
 // GroupHandlers returns the reactor's typed event handlers. An error means the
@@ -190,25 +229,37 @@ func (r *Reactor) record(ctx context.Context, userID, kind, subject, body string
 		state = deliveryPending
 	}
 	created := r.now().UTC()
-	if _, err := r.db.ExecContext(ctx, `INSERT OR IGNORE INTO notifications
-		(event_id, user_id, kind, subject, body, created_at, delivery) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		msg.UUID, userID, kind, subject, body, created.Format(timeLayout), state); err != nil {
+	stamp := created.Format(timeLayout)
+	res, err := r.insert.ExecContext(ctx, msg.UUID, userID, kind, subject, body, stamp, state)
+	if err != nil {
 		return fmt.Errorf("record %s notification of event %s for user %s: %w", kind, msg.UUID, userID, err)
 	}
 	if r.deliver == nil || replay {
 		return nil
 	}
+	inserted, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("record %s notification of event %s for user %s: %w", kind, msg.UUID, userID, err)
+	}
+	if inserted == 1 {
+		// Just recorded as pending: deliver what was stored, without
+		// reading it back.
+		stored, _ := time.Parse(timeLayout, stamp) // the layout's own output
+		return r.deliverOnce(ctx, Notification{
+			EventID: msg.UUID, UserID: userID, Kind: kind, Subject: subject, Body: body, CreatedAt: stored,
+		})
+	}
 	return r.deliverPending(ctx, msg.UUID)
 }
 
-// deliverPending delivers the notification of an event if it is pending.
+// deliverPending delivers the notification of an event recorded before (a
+// redelivered event) if it is still pending: its delivery failed then.
 func (r *Reactor) deliverPending(ctx context.Context, eventID string) error {
 	var (
 		n              Notification
 		created, state string
 	)
-	if err := r.db.QueryRowContext(ctx, `SELECT event_id, user_id, kind, subject, body, created_at, delivery
-		FROM notifications WHERE event_id = ?`, eventID).Scan(&n.EventID, &n.UserID, &n.Kind, &n.Subject, &n.Body, &created, &state); err != nil {
+	if err := r.read.QueryRowContext(ctx, eventID).Scan(&n.EventID, &n.UserID, &n.Kind, &n.Subject, &n.Body, &created, &state); err != nil {
 		return fmt.Errorf("read notification of event %s: %w", eventID, err)
 	}
 	if state != deliveryPending {
@@ -219,11 +270,16 @@ func (r *Reactor) deliverPending(ctx context.Context, eventID string) error {
 		return fmt.Errorf("read notification of event %s: %w", eventID, err)
 	}
 	n.CreatedAt = t
+	return r.deliverOnce(ctx, n)
+}
+
+// deliverOnce delivers a pending notification and marks it sent.
+func (r *Reactor) deliverOnce(ctx context.Context, n Notification) error {
 	if err := r.deliver.Deliver(ctx, n); err != nil {
-		return fmt.Errorf("deliver notification of event %s to user %s: %w", eventID, n.UserID, err)
+		return fmt.Errorf("deliver notification of event %s to user %s: %w", n.EventID, n.UserID, err)
 	}
-	if _, err := r.db.ExecContext(ctx, `UPDATE notifications SET delivery = ? WHERE event_id = ?`, deliverySent, eventID); err != nil {
-		return fmt.Errorf("mark notification of event %s delivered: %w", eventID, err)
+	if _, err := r.markSent.ExecContext(ctx, deliverySent, n.EventID); err != nil {
+		return fmt.Errorf("mark notification of event %s delivered: %w", n.EventID, err)
 	}
 	return nil
 }

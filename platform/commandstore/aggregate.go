@@ -123,7 +123,8 @@ func (a *Aggregate[S, E]) Apply(ctx context.Context, id string, fn func(current 
 }
 
 // apply runs the transaction of Apply and reports whether it committed
-// anything.
+// anything. It runs four statements for a command with one event (inbox,
+// load, save, outbox), each prepared once for the store.
 func (a *Aggregate[S, E]) apply(ctx context.Context, msgID string, meta func(string) string, id string, fn func(*S) (*S, []E, error)) (applied bool, err error) {
 	tx, err := a.store.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -135,17 +136,21 @@ func (a *Aggregate[S, E]) apply(ctx context.Context, msgID string, meta func(str
 		}
 	}()
 
-	var seen bool
-	if err := tx.QueryRowContext(ctx,
-		"SELECT EXISTS (SELECT 1 FROM inbox WHERE handler = ? AND message_id = ?)",
-		a.cfg.Handler, msgID).Scan(&seen); err != nil {
-		return false, fmt.Errorf("apply %s to %s %s: check inbox: %w", msgID, a.cfg.Name, id, err)
+	// Recording the message in the inbox first doubles as the check
+	// whether it was seen: an id already there inserts nothing. Should fn
+	// or anything after fail, the rollback takes the row back out.
+	now := formatTime(a.cfg.Now())
+	res, err := tx.StmtContext(ctx, a.store.stmts.inboxAdd).ExecContext(ctx, a.cfg.Handler, msgID, now)
+	if err != nil {
+		return false, fmt.Errorf("apply %s to %s %s: record in inbox: %w", msgID, a.cfg.Name, id, err)
 	}
-	if seen {
-		return false, nil
+	if n, err := res.RowsAffected(); err != nil {
+		return false, fmt.Errorf("apply %s to %s %s: record in inbox: %w", msgID, a.cfg.Name, id, err)
+	} else if n == 0 {
+		return false, nil // seen before
 	}
 
-	current, version, err := load[S](ctx, tx, a.cfg.Name, id)
+	current, version, err := load[S](ctx, tx.StmtContext(ctx, a.store.stmts.load), a.cfg.Name, id)
 	if err != nil {
 		return false, fmt.Errorf("apply %s to %s %s: %w", msgID, a.cfg.Name, id, err)
 	}
@@ -154,21 +159,18 @@ func (a *Aggregate[S, E]) apply(ctx context.Context, msgID string, meta func(str
 		return false, fmt.Errorf("apply %s to %s %s: %w", msgID, a.cfg.Name, id, err)
 	}
 
-	now := formatTime(a.cfg.Now())
 	if next != nil {
-		if err := save(ctx, tx, a.cfg.Name, id, version, next, now); err != nil {
+		if err := a.save(ctx, tx, id, version, next, now); err != nil {
 			return false, fmt.Errorf("apply %s to %s %s: %w", msgID, a.cfg.Name, id, err)
 		}
 	}
-	for _, e := range emitted {
-		if err := a.appendEvent(ctx, tx, msgID, meta, e, now); err != nil {
-			return false, fmt.Errorf("apply %s to %s %s: %w", msgID, a.cfg.Name, id, err)
+	if len(emitted) > 0 {
+		outbox := tx.StmtContext(ctx, a.store.stmts.outboxAdd)
+		for _, e := range emitted {
+			if err := a.appendEvent(ctx, outbox, msgID, meta, e, now); err != nil {
+				return false, fmt.Errorf("apply %s to %s %s: %w", msgID, a.cfg.Name, id, err)
+			}
 		}
-	}
-	if _, err := tx.ExecContext(ctx,
-		"INSERT INTO inbox (handler, message_id, processed_at) VALUES (?, ?, ?)",
-		a.cfg.Handler, msgID, now); err != nil {
-		return false, fmt.Errorf("apply %s to %s %s: record in inbox: %w", msgID, a.cfg.Name, id, err)
 	}
 	if err := tx.Commit(); err != nil {
 		return false, fmt.Errorf("apply %s to %s %s: commit: %w", msgID, a.cfg.Name, id, err)
@@ -178,7 +180,7 @@ func (a *Aggregate[S, E]) apply(ctx context.Context, msgID string, meta func(str
 
 // appendEvent marshals e as a CloudEvent caused by the incoming message and
 // appends it to the outbox.
-func (a *Aggregate[S, E]) appendEvent(ctx context.Context, tx *sql.Tx, causeID string, causeMeta func(string) string, e E, now string) error {
+func (a *Aggregate[S, E]) appendEvent(ctx context.Context, outbox *sql.Stmt, causeID string, causeMeta func(string) string, e E, now string) error {
 	msg, err := a.marshaler.Marshal(e)
 	if err != nil {
 		return fmt.Errorf("marshal event: %w", err)
@@ -198,8 +200,7 @@ func (a *Aggregate[S, E]) appendEvent(ctx context.Context, tx *sql.Tx, causeID s
 	if err != nil {
 		return fmt.Errorf("encode metadata of %s: %w", msg.UUID, err)
 	}
-	if _, err := tx.ExecContext(ctx,
-		"INSERT INTO outbox (topic, message_id, metadata, payload, created_at) VALUES (?, ?, ?, ?, ?)",
+	if _, err := outbox.ExecContext(ctx,
 		a.cfg.Topic, msg.UUID, string(metadata), []byte(msg.Payload), now); err != nil {
 		return fmt.Errorf("append %s %s to outbox: %w", msg.Metadata.Get(cloudevents.Type), msg.UUID, err)
 	}
@@ -209,9 +210,7 @@ func (a *Aggregate[S, E]) appendEvent(ctx context.Context, tx *sql.Tx, causeID s
 // Exists reports whether an aggregate with this id has been saved.
 func (a *Aggregate[S, E]) Exists(ctx context.Context, id string) (bool, error) {
 	var exists bool
-	if err := a.store.db.QueryRowContext(ctx,
-		"SELECT EXISTS (SELECT 1 FROM aggregates WHERE aggregate = ? AND id = ?)",
-		a.cfg.Name, id).Scan(&exists); err != nil {
+	if err := a.store.stmts.exists.QueryRowContext(ctx, a.cfg.Name, id).Scan(&exists); err != nil {
 		return false, fmt.Errorf("check whether %s %s exists: %w", a.cfg.Name, id, err)
 	}
 	return exists, nil
@@ -220,26 +219,20 @@ func (a *Aggregate[S, E]) Exists(ctx context.Context, id string) (bool, error) {
 // Load returns the stored state of an aggregate and its version (the number
 // of saves so far), or nil and 0 when it does not exist.
 func (a *Aggregate[S, E]) Load(ctx context.Context, id string) (*S, int64, error) {
-	state, version, err := load[S](ctx, a.store.db, a.cfg.Name, id)
+	state, version, err := load[S](ctx, a.store.stmts.load, a.cfg.Name, id)
 	if err != nil {
 		return nil, 0, err
 	}
 	return state, version, nil
 }
 
-// querier is what load needs from *sql.DB and *sql.Tx.
-type querier interface {
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}
-
-func load[S any](ctx context.Context, q querier, name, id string) (*S, int64, error) {
+// load runs the store's load statement (bound to a transaction or not).
+func load[S any](ctx context.Context, stmt *sql.Stmt, name, id string) (*S, int64, error) {
 	var (
 		version int64
 		state   []byte
 	)
-	err := q.QueryRowContext(ctx,
-		"SELECT version, state FROM aggregates WHERE aggregate = ? AND id = ?", name, id).
-		Scan(&version, &state)
+	err := stmt.QueryRowContext(ctx, name, id).Scan(&version, &state)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, 0, nil
 	}
@@ -255,18 +248,17 @@ func load[S any](ctx context.Context, q querier, name, id string) (*S, int64, er
 
 // save writes state as version+1, provided the stored version is still the
 // one that was loaded.
-func save[S any](ctx context.Context, tx *sql.Tx, name, id string, version int64, state *S, now string) error {
+func (a *Aggregate[S, E]) save(ctx context.Context, tx *sql.Tx, id string, version int64, state *S, now string) error {
+	name := a.cfg.Name
 	data, err := json.Marshal(state)
 	if err != nil {
 		return fmt.Errorf("encode %s %s: %w", name, id, err)
 	}
 	var res sql.Result
 	if version == 0 {
-		res, err = tx.ExecContext(ctx, `INSERT INTO aggregates (aggregate, id, version, state, updated_at)
-			VALUES (?, ?, 1, ?, ?) ON CONFLICT (aggregate, id) DO NOTHING`, name, id, string(data), now)
+		res, err = tx.StmtContext(ctx, a.store.stmts.insertState).ExecContext(ctx, name, id, string(data), now)
 	} else {
-		res, err = tx.ExecContext(ctx, `UPDATE aggregates SET version = version + 1, state = ?, updated_at = ?
-			WHERE aggregate = ? AND id = ? AND version = ?`, string(data), now, name, id, version)
+		res, err = tx.StmtContext(ctx, a.store.stmts.updateState).ExecContext(ctx, string(data), now, name, id, version)
 	}
 	if err != nil {
 		return fmt.Errorf("save %s %s: %w", name, id, err)

@@ -154,7 +154,7 @@ func (r *Relay) publishBatch(ctx context.Context) (full bool, err error) {
 		}
 		// The rows are out: delete them even if ctx ends now, or they would
 		// be published a second time.
-		if _, err := r.store.db.ExecContext(context.WithoutCancel(ctx), "DELETE FROM outbox WHERE seq BETWEEN ? AND ?",
+		if _, err := r.store.stmts.outboxDelete.ExecContext(context.WithoutCancel(ctx),
 			run[0].seq, run[len(run)-1].seq); err != nil {
 			return false, fmt.Errorf("delete published outbox rows %d to %d: %w", run[0].seq, run[len(run)-1].seq, err)
 		}
@@ -167,8 +167,7 @@ func (r *Relay) publishBatch(ctx context.Context) (full bool, err error) {
 
 // read returns the oldest rows, in seq order, ready to publish.
 func (r *Relay) read(ctx context.Context, limit int) ([]outboxRow, error) {
-	rs, err := r.store.db.QueryContext(ctx,
-		"SELECT seq, topic, message_id, metadata, payload FROM outbox ORDER BY seq LIMIT ?", limit)
+	rs, err := r.store.stmts.outboxRead.QueryContext(ctx, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read outbox: %w", err)
 	}

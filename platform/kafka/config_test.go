@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	metrics "github.com/rcrowley/go-metrics"
 
 	"github.com/millrace/millrace/platform/kafka"
 )
@@ -90,5 +91,37 @@ func TestConfigSarama(t *testing.T) {
 
 	if v := (kafka.Config{Brokers: []string{"k:1"}, KafkaVersion: "2.8.0"}).Sarama().Version; v != sarama.V2_8_0_0 {
 		t.Errorf("KafkaVersion 2.8.0 gave %s", v)
+	}
+}
+
+// Sarama's metrics are kept nowhere: each kind Sarama registers (meters,
+// counters, histograms) comes back as go-metrics' no-op kind, and the
+// process-wide switch metrics.UseNilMetrics is left alone.
+func TestConfigSaramaKeepsNoMetrics(t *testing.T) {
+	reg := kafka.Config{Brokers: []string{"127.0.0.1:9092"}}.Sarama().MetricRegistry
+	cases := []struct {
+		name string
+		get  func() any
+		want any
+	}{
+		{"meter", func() any { return metrics.GetOrRegisterMeter("incoming-byte-rate", reg) }, metrics.NilMeter{}},
+		{"counter", func() any { return metrics.GetOrRegisterCounter("requests-in-flight", reg) }, metrics.NilCounter{}},
+		{"histogram", func() any {
+			return metrics.GetOrRegisterHistogram("request-latency-in-ms", reg, metrics.NewUniformSample(10))
+		}, metrics.NilHistogram{}},
+		{"gauge", func() any { return metrics.GetOrRegisterGauge("g", reg) }, metrics.NilGauge{}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.get(); got != tc.want {
+				t.Errorf("registered %T, want %T", got, tc.want)
+			}
+		})
+	}
+	if all := reg.GetAll(); len(all) != 0 {
+		t.Errorf("registry holds %d metrics, want none", len(all))
+	}
+	if metrics.UseNilMetrics {
+		t.Error("metrics.UseNilMetrics was set: it would silence go-metrics for the whole process")
 	}
 }

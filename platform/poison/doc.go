@@ -73,6 +73,17 @@
 // kept; dropped entries stay listed. Dropping the head of a sequence does not
 // requeue the rest: requeue the sequence to let it through.
 //
+// # The look-up per message
+//
+// Admit runs for every message of every handler, and almost every key is
+// not blocked. The Store answers that case from an in-memory index of the
+// blocked keys, without a query, as long as nothing was committed to
+// poison.db since the index was loaded, by this process or any other: it
+// compares SQLite's WAL-index header, mapped from the -shm file, with the
+// one the index was loaded at (index.go explains why that is exact). After
+// a change the index is loaded again, at most every 50 ms; in between, and
+// for keys the index says are blocked, Admit asks the table as before.
+//
 // # Scope
 //
 // A Store assumes its tables are written by this package alone; the admin

@@ -68,9 +68,13 @@ type Store struct {
 	topic  string
 	logger *slog.Logger
 	now    func() time.Time
-	// head finds the head of a key's sequence, on every message: prepared
-	// once, since preparing costs as much as running it.
+	// head finds the head of a key's sequence, when the index says the key
+	// is blocked or cannot tell: prepared once, since preparing costs as
+	// much as running it.
 	head *sql.Stmt
+	// blocked answers the common case, a key with no open entry, without
+	// a query (index.go).
+	blocked *blockedIndex
 }
 
 var _ router.PoisonQueue = (*Store)(nil)
@@ -141,13 +145,15 @@ func New(ctx context.Context, db *sql.DB, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prepare poison queue look-up: %w", err)
 	}
-	return &Store{db: db, pub: cfg.Publisher, topic: cfg.Topic, logger: cfg.Logger, now: cfg.Now, head: head}, nil
+	return &Store{db: db, pub: cfg.Publisher, topic: cfg.Topic, logger: cfg.Logger, now: cfg.Now, head: head,
+		blocked: newBlockedIndex(db)}, nil
 }
 
-// Close releases the statement the store prepared. Call it before closing
-// the database; the store is unusable afterwards.
+// Close releases the statement the store prepared and the connection its
+// index of blocked keys holds. Call it before closing the database; the
+// store is unusable afterwards.
 func (s *Store) Close() error {
-	if err := s.head.Close(); err != nil {
+	if err := errors.Join(s.head.Close(), s.blocked.close()); err != nil {
 		return fmt.Errorf("close poison store: %w", err)
 	}
 	return nil
@@ -169,6 +175,9 @@ func (s *Store) Admit(ctx context.Context, handler string, msg *message.Message)
 	}
 	key := msg.Metadata.Get(cloudevents.PartitionKey)
 	if key == "" {
+		return router.Handle, nil
+	}
+	if blocked, known := s.blocked.lookup(ctx, handler, key); known && !blocked {
 		return router.Handle, nil
 	}
 	var head int64

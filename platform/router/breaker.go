@@ -160,13 +160,12 @@ func (b *circuit) acquire(ctx context.Context) (probe bool, held time.Duration, 
 	}
 }
 
-// record counts the outcome of a call acquire let through. counted is false
-// for calls that say nothing about the dependency (permanent failures,
-// shutdown); such a probe only gives its turn to the next caller.
-func (b *circuit) record(probe, counted, failed bool, took time.Duration) {
+// record counts the outcome, at now, of a call acquire let through. counted
+// is false for calls that say nothing about the dependency (permanent
+// failures, shutdown); such a probe only gives its turn to the next caller.
+func (b *circuit) record(now time.Time, probe, counted, failed bool, took time.Duration) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	now := time.Now()
 	if probe {
 		b.probing = false
 		b.broadcast()
@@ -218,9 +217,13 @@ func (b *circuit) feedCons(failed bool) {
 	if b.cons == nil {
 		return
 	}
-	if !failed && b.consFailures > 0 && b.cons.GetState() == breaker.Closed {
-		b.consFailures = 0
-		b.rebuildCons()
+	if !failed && b.cons.GetState() == breaker.Closed {
+		if b.consFailures > 0 {
+			b.consFailures = 0
+			b.rebuildCons()
+		}
+		// A success changes nothing in a closed go-resiliency breaker:
+		// no need to run it (most calls, each taking its lock).
 		return
 	}
 	if failed {
@@ -335,10 +338,10 @@ func (s *Stack) breaker(h message.HandlerFunc) message.HandlerFunc {
 			msg.SetContext(ctx)
 			start := time.Now()
 			out, err := h(msg)
-			took := time.Since(start)
+			end := time.Now()
 
 			transient := err != nil && ctx.Err() == nil && !s.isPermanent(err)
-			b.record(probe, err == nil || transient, transient, took)
+			b.record(end, probe, err == nil || transient, transient, end.Sub(start))
 			if !transient || b.Status().State == Closed {
 				return out, err
 			}
@@ -348,9 +351,15 @@ func (s *Stack) breaker(h message.HandlerFunc) message.HandlerFunc {
 
 // breakerFor returns the handler's breaker, creating it on first use.
 func (s *Stack) breakerFor(handler string) *circuit {
+	s.mu.RLock()
+	b, ok := s.breakers[handler]
+	s.mu.RUnlock()
+	if ok {
+		return b
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	b, ok := s.breakers[handler]
+	b, ok = s.breakers[handler]
 	if !ok {
 		b = newCircuit(handler, s.rulesFor(handler).Breaker, s.breakerChanged)
 		s.breakers[handler] = b
@@ -376,13 +385,13 @@ func (s *Stack) breakerChanged(b *circuit, from, to State, reason string) {
 // Breakers returns the status of every handler's breaker, by handler name.
 // A handler that has not handled a message yet has none.
 func (s *Stack) Breakers() []BreakerStatus {
-	s.mu.Lock()
+	s.mu.RLock()
 	names := slices.Sorted(maps.Keys(s.breakers))
 	bs := make([]*circuit, len(names))
 	for i, n := range names {
 		bs[i] = s.breakers[n]
 	}
-	s.mu.Unlock()
+	s.mu.RUnlock()
 	out := make([]BreakerStatus, len(bs))
 	for i, b := range bs {
 		out[i] = b.Status()
@@ -393,9 +402,9 @@ func (s *Stack) Breakers() []BreakerStatus {
 // BreakerState returns the state of the handler's breaker; Closed when it
 // has none yet.
 func (s *Stack) BreakerState(handler string) State {
-	s.mu.Lock()
+	s.mu.RLock()
 	b, ok := s.breakers[handler]
-	s.mu.Unlock()
+	s.mu.RUnlock()
 	if !ok {
 		return Closed
 	}

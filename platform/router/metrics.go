@@ -2,6 +2,7 @@ package router
 
 import (
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -36,6 +37,32 @@ type metrics struct {
 	timeouts    *prometheus.CounterVec
 	state       *prometheus.GaugeVec
 	transitions *prometheus.CounterVec
+
+	// Children of handled and duration, cached: looking them up by label
+	// values hashes the values on every message. Keys are handledKey and
+	// handler names.
+	handledChildren, durationChildren sync.Map
+}
+
+type handledKey struct{ handler, outcome string }
+
+// handledFor returns the counter of handler's messages with outcome.
+func (m *metrics) handledFor(handler, outcome string) prometheus.Counter {
+	k := handledKey{handler, outcome}
+	if c, ok := m.handledChildren.Load(k); ok {
+		return c.(prometheus.Counter)
+	}
+	c, _ := m.handledChildren.LoadOrStore(k, m.handled.WithLabelValues(handler, outcome))
+	return c.(prometheus.Counter)
+}
+
+// durationFor returns the histogram of handler's message durations.
+func (m *metrics) durationFor(handler string) prometheus.Observer {
+	if o, ok := m.durationChildren.Load(handler); ok {
+		return o.(prometheus.Observer)
+	}
+	o, _ := m.durationChildren.LoadOrStore(handler, m.duration.WithLabelValues(handler))
+	return o.(prometheus.Observer)
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -104,8 +131,8 @@ func (s *Stack) measure(h message.HandlerFunc) message.HandlerFunc {
 		case d.outcome == "":
 			d.outcome = OutcomeSuccess
 		}
-		s.metrics.handled.WithLabelValues(d.handler, d.outcome).Inc()
-		s.metrics.duration.WithLabelValues(d.handler).Observe(time.Since(start).Seconds())
+		s.metrics.handledFor(d.handler, d.outcome).Inc()
+		s.metrics.durationFor(d.handler).Observe(time.Since(start).Seconds())
 		msg.SetContext(orig)
 		return out, err
 	}

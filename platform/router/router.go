@@ -51,7 +51,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
@@ -131,8 +130,7 @@ func New(cfg Config) (*message.Router, *Stack, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	wlog := watermill.NewSlogLoggerWithLevelMapping(cfg.Logger, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
-	r, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.CloseTimeout}, wlog)
+	r, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.CloseTimeout}, NewWatermillLogger(cfg.Logger))
 	if err != nil {
 		return nil, nil, fmt.Errorf("create router: %w", err)
 	}
@@ -152,7 +150,9 @@ type Stack struct {
 	logger    *slog.Logger
 	metrics   *metrics
 
-	mu       sync.Mutex // guards the maps below and rule changes to their values
+	// mu guards the maps below and rule changes to their values. Every
+	// message looks its handler up in them, so look-ups share it.
+	mu       sync.RWMutex
 	breakers map[string]*circuit
 	limiters map[string]*rate.Limiter
 }

@@ -15,6 +15,11 @@ func (s *Stack) throttle(h message.HandlerFunc) message.HandlerFunc {
 	return func(msg *message.Message) ([]*message.Message, error) {
 		ctx := msg.Context()
 		d := deliveryOf(msg)
+		if s.rulesFor(d.handler).Throttle.PerSecond <= 0 {
+			// No limit: the bucket would hand out tokens without a wait,
+			// at the cost of a reservation per message.
+			return h(msg)
+		}
 		r := s.limiterFor(d.handler).Reserve()
 		if wait := r.Delay(); wait > 0 {
 			s.metrics.throttled.WithLabelValues(d.handler).Inc()
@@ -33,9 +38,15 @@ func (s *Stack) throttle(h message.HandlerFunc) message.HandlerFunc {
 
 // limiterFor returns the handler's token bucket, creating it on first use.
 func (s *Stack) limiterFor(handler string) *rate.Limiter {
+	s.mu.RLock()
+	l, ok := s.limiters[handler]
+	s.mu.RUnlock()
+	if ok {
+		return l
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	l, ok := s.limiters[handler]
+	l, ok = s.limiters[handler]
 	if !ok {
 		t := s.rulesFor(handler).Throttle
 		l = rate.NewLimiter(rate.Inf, max(t.Burst, 1)) // starts with a full bucket

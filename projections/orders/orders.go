@@ -154,6 +154,126 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING`,
 	return nil
 }
 
+// orderColumns are the columns of an order row that ApplyBatch writes, in
+// the order of its arguments.
+const orderColumns = `order_id, user_id, status, lines, total_cents, currency, placed_at, paid_at,
+	cancelled_at, cancel_reason, shipped_at, carrier, updated_at`
+
+// orderWidth is the number of orderColumns.
+const orderWidth = 13
+
+// upsertFolded is the conflict clause of an order placed in a batch whose
+// later events of the batch were folded into its row: when the row existed
+// before (OrderPlaced came again, with another event id), the insert does
+// nothing, as Apply's would, and the folded events update it as Apply's
+// updates would. Each update sets status and updated_at, and its own
+// columns, never NULL; a column the folded events left NULL was not set by
+// them.
+const upsertFolded = `ON CONFLICT (order_id) DO UPDATE SET
+	status = excluded.status,
+	updated_at = excluded.updated_at,
+	paid_at = COALESCE(excluded.paid_at, paid_at),
+	cancelled_at = COALESCE(excluded.cancelled_at, cancelled_at),
+	cancel_reason = CASE WHEN excluded.cancelled_at IS NULL THEN cancel_reason ELSE excluded.cancel_reason END,
+	shipped_at = COALESCE(excluded.shipped_at, shipped_at),
+	carrier = CASE WHEN excluded.shipped_at IS NULL THEN carrier ELSE excluded.carrier END`
+
+// placedRow is an order placed in the batch ApplyBatch applies, with the
+// events of the batch that followed folded in.
+type placedRow struct {
+	orderID, userID, status, lines, currency string
+	totalCents, placedAt, updatedAt          int64
+	paidAt, cancelledAt, shippedAt           *int64
+	cancelReason, carrier                    string
+	folded                                   bool // later events changed it
+}
+
+func (o *placedRow) args(dst []any) []any {
+	return append(dst, o.orderID, o.userID, o.status, o.lines, o.totalCents, o.currency, o.placedAt,
+		nullable(o.paidAt), nullable(o.cancelledAt), o.cancelReason, nullable(o.shippedAt), o.carrier, o.updatedAt)
+}
+
+func nullable(n *int64) any {
+	if n == nil {
+		return nil
+	}
+	return *n
+}
+
+// ApplyBatch implements projections.BatchApplier, with the effect of Apply
+// for each event in turn in fewer statements: an order placed in the batch
+// becomes one row in memory, which its later events of the batch (paid,
+// cancelled, shipped) change, and the rows are written at the end, many per
+// statement. Events about orders not placed in the batch, and users, are
+// applied at once, as Apply does: no row of theirs is pending, so the
+// database holds their state at that point.
+func (p *Projection) ApplyBatch(ctx context.Context, tx *projections.Tx, evs []projections.Event) error {
+	pending := map[string]*placedRow{}
+	var order []*placedRow // in the order they were placed
+	for _, e := range evs {
+		var row *placedRow
+		switch d := e.Data.(type) {
+		case *events.OrderPlacedV2:
+			if pending[d.OrderID] != nil {
+				continue // Apply's insert would do nothing: the row exists
+			}
+			lines, err := json.Marshal(nonNil(d.Lines))
+			if err != nil {
+				return fmt.Errorf("encode lines of order %s: %w", d.OrderID, err)
+			}
+			row = &placedRow{
+				orderID: d.OrderID, userID: d.UserID, status: StatusPlaced, lines: string(lines), currency: d.Currency,
+				totalCents: d.TotalCents, placedAt: nanos(d.PlacedAt), updatedAt: nanos(d.PlacedAt),
+			}
+			pending[d.OrderID] = row
+			order = append(order, row)
+			continue
+		case *events.OrderPaid:
+			row = pending[d.OrderID]
+			if row != nil {
+				at := nanos(d.PaidAt)
+				row.status, row.paidAt, row.updatedAt = StatusPaid, &at, at
+			}
+		case *events.OrderCancelled:
+			row = pending[d.OrderID]
+			if row != nil {
+				at := nanos(d.CancelledAt)
+				row.status, row.cancelledAt, row.cancelReason, row.updatedAt = StatusCancelled, &at, d.Reason, at
+			}
+		case *events.OrderShipped:
+			row = pending[d.OrderID]
+			if row != nil {
+				at := nanos(d.ShippedAt)
+				row.status, row.shippedAt, row.carrier, row.updatedAt = StatusShipped, &at, d.Carrier, at
+			}
+		}
+		if row != nil {
+			row.folded = true
+			continue
+		}
+		if err := p.Apply(ctx, tx, e); err != nil {
+			return err
+		}
+	}
+
+	var plain, folded []any
+	for _, row := range order {
+		if row.folded {
+			folded = row.args(folded)
+		} else {
+			plain = row.args(plain)
+		}
+	}
+	head := `INSERT INTO ` + tx.Table("orders") + ` (` + orderColumns + `) VALUES`
+	if _, err := tx.ExecRows(ctx, head, orderWidth, `ON CONFLICT (order_id) DO NOTHING`, plain); err != nil {
+		return fmt.Errorf("insert %d orders: %w", len(plain)/orderWidth, err)
+	}
+	if _, err := tx.ExecRows(ctx, head, orderWidth, upsertFolded, folded); err != nil {
+		return fmt.Errorf("insert %d orders: %w", len(folded)/orderWidth, err)
+	}
+	return nil
+}
+
 // Order returns one order, or ErrNotFound.
 func (p *Projection) Order(ctx context.Context, id string) (Order, error) {
 	var (

@@ -1,0 +1,8 @@
+//go:build !unix
+
+package replay_test
+
+import "time"
+
+// cpuTime is not measured here: CPU figures read 0.
+func cpuTime() time.Duration { return 0 }

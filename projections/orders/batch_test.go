@@ -1,0 +1,205 @@
+package orders_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/millrace/millrace/events"
+	"github.com/millrace/millrace/projections"
+	"github.com/millrace/millrace/projections/orders"
+	"github.com/millrace/millrace/projections/projectiontest"
+)
+
+// applyOnly is the orders projection without its batch form: the runner
+// calls Apply once per event.
+type applyOnly struct{ p *orders.Projection }
+
+func (a applyOnly) Name() string                                        { return a.p.Name() }
+func (a applyOnly) Topics() []string                                    { return a.p.Topics() }
+func (a applyOnly) Setup(ctx context.Context, tx *projections.Tx) error { return a.p.Setup(ctx, tx) }
+func (a applyOnly) Apply(ctx context.Context, tx *projections.Tx, e projections.Event) error {
+	return a.p.Apply(ctx, tx, e)
+}
+
+// TestApplyBatchEqualsApply folds logs of order lives through ApplyBatch,
+// in batches of many sizes, and through Apply one message per transaction,
+// and compares the tables row by row. The logs hold what folding must get
+// right: an order's events in one batch or across batches, events about
+// orders not placed (yet), an order placed again with another event id
+// (the insert does nothing, the updates after it apply), re-published
+// events (same id and time at a new offset), cancellations after payment.
+func TestApplyBatchEqualsApply(t *testing.T) {
+	tests := []struct {
+		name    string
+		seed    uint64
+		batches []int // batch sizes, cycled
+	}{
+		{name: "one batch", seed: 1, batches: []int{100000}},
+		{name: "batches of 7", seed: 2, batches: []int{7}},
+		{name: "batches of 1, 2, 3 and 50", seed: 3, batches: []int{1, 2, 3, 50}},
+		{name: "batches of 64 and 65 (statement sizes)", seed: 4, batches: []int{64, 65, 129}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			log := orderLog(t, tt.seed, 600)
+
+			want := projectiontest.OpenDB(t)
+			one, err := projections.NewRunner(context.Background(), want, applyOnly{orders.New(want)}, nil)
+			if err != nil {
+				t.Fatalf("new runner: %v", err)
+			}
+			for _, msg := range log {
+				if err := one.Handle(msg.Copy()); err != nil {
+					t.Fatalf("Handle: %v", err)
+				}
+			}
+
+			got := projectiontest.OpenDB(t)
+			batched, err := projections.NewRunner(context.Background(), got, orders.New(got), nil)
+			if err != nil {
+				t.Fatalf("new runner: %v", err)
+			}
+			for i, b := 0, 0; i < len(log); b++ {
+				n := min(tt.batches[b%len(tt.batches)], len(log)-i)
+				batch := make([]*message.Message, n)
+				for j := range batch {
+					batch[j] = log[i+j].Copy()
+				}
+				if err := batched.HandleBatch(context.Background(), batch); err != nil {
+					t.Fatalf("HandleBatch: %v", err)
+				}
+				i += n
+			}
+
+			for _, table := range []string{"orders", "users"} {
+				w, g := dump(t, want, table), dump(t, got, table)
+				if len(w) == 0 {
+					t.Fatalf("table %s is empty: the log tests nothing", table)
+				}
+				if !reflect.DeepEqual(g, w) {
+					t.Errorf("table %s: batched has %d rows, one by one %d; first difference:\n%s", table, len(g), len(w), firstDiff(g, w))
+				}
+			}
+		})
+	}
+}
+
+// orderLog returns a log of about n events on one partition of
+// orders.events and users.events, drawn from seed.
+func orderLog(t *testing.T, seed uint64, n int) []*message.Message {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, 42))
+	var (
+		log     projectiontest.Log
+		out     []*message.Message
+		sent    []*message.Message // order events, for re-publishing
+		nextID  int
+		clock   = t0
+		ordersN = n / 4
+	)
+	emit := func(m events.Message, opts ...projectiontest.Option) {
+		clock = clock.Add(time.Second)
+		nextID++
+		opts = append([]projectiontest.Option{projectiontest.ID(fmt.Sprintf("e-%d", nextID)), projectiontest.At(clock)}, opts...)
+		msg := projectiontest.Message(t, m, opts...)
+		topic := events.TopicOrderEvents
+		if _, ok := m.(events.UserRegistered); ok {
+			topic = events.TopicUserEvents
+		}
+		out = append(out, log.Append(msg, topic, 0))
+		if topic == events.TopicOrderEvents {
+			sent = append(sent, msg)
+		}
+	}
+	for len(out) < n {
+		id := fmt.Sprintf("o-%d", rng.IntN(ordersN))
+		user := fmt.Sprintf("u-%d", rng.IntN(8))
+		at := clock.Add(time.Second)
+		switch k := rng.IntN(20); {
+		case k < 5:
+			if rng.IntN(2) == 0 {
+				emit(placed(id, user, at))
+			} else {
+				emit(events.OrderPlacedV2{OrderID: id, UserID: user, Currency: "EUR", TotalCents: int64(100 * rng.IntN(50)), ItemCount: 3,
+					PlacedAt: at, Lines: []events.PricedLine{{SKU: "mug", Quantity: 3, UnitPriceCents: 100, LineTotalCents: 300}}})
+			}
+		case k < 9:
+			emit(events.OrderPaid{OrderID: id, UserID: user, AmountCents: 2500, Currency: "EUR", PaymentRef: "pay", PaidAt: at})
+		case k < 12:
+			emit(events.OrderShipped{OrderID: id, UserID: user, Carrier: []string{"DHL", "UPS", ""}[rng.IntN(3)], ShippedAt: at})
+		case k < 14:
+			emit(events.OrderCancelled{OrderID: id, UserID: user, Reason: []string{"", "changed my mind"}[rng.IntN(2)], TotalCents: 2500, CancelledAt: at})
+		case k < 15:
+			emit(registered(user))
+		case k < 17 && len(sent) > 0:
+			// A relay publishes an event again: same id, same time, new offset.
+			out = append(out, log.Append(sent[rng.IntN(len(sent))], events.TopicOrderEvents, 0))
+		default:
+			// A life in a row: placed, paid, shipped, as a rebuild mostly meets them.
+			life := fmt.Sprintf("life-%d", len(out))
+			emit(placed(life, user, at))
+			emit(events.OrderPaid{OrderID: life, UserID: user, AmountCents: 2500, Currency: "EUR", PaidAt: at.Add(time.Minute)})
+			emit(events.OrderShipped{OrderID: life, UserID: user, Carrier: "DHL", ShippedAt: at.Add(time.Hour)})
+		}
+	}
+	return out
+}
+
+// dump returns every row of one table of version 1 of orders, ordered by
+// its key, each row as text.
+func dump(t *testing.T, db *sql.DB, table string) []string {
+	t.Helper()
+	rows, err := db.Query(`SELECT * FROM ` + projections.Table("orders", 1, table) + ` ORDER BY 1`)
+	if err != nil {
+		t.Fatalf("read %s: %v", table, err)
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for rows.Next() {
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			t.Fatalf("read %s: %v", table, err)
+		}
+		parts := make([]string, len(cols))
+		for i, v := range vals {
+			parts[i] = fmt.Sprintf("%s=%v", cols[i], v)
+		}
+		out = append(out, strings.Join(parts, " "))
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatalf("read %s: %v", table, err)
+	}
+	return out
+}
+
+func firstDiff(got, want []string) string {
+	for i := range max(len(got), len(want)) {
+		var g, w string
+		if i < len(got) {
+			g = got[i]
+		}
+		if i < len(want) {
+			w = want[i]
+		}
+		if g != w {
+			return fmt.Sprintf("batched:    %s\none by one: %s", g, w)
+		}
+	}
+	return "none"
+}
