@@ -78,7 +78,7 @@ func buildPlatform(ctx context.Context, cfg devConfig, brokers []string, logger 
 			err = errors.Join(err, a.Close())
 		}
 	}()
-	wlog := watermill.NewSlogLoggerWithLevelMapping(logger, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
+	wlog := router.NewWatermillLogger(logger)
 
 	// Kafka: reach the brokers with the configured SASL and TLS first, so
 	// that wrong credentials stop the start with one clear error
@@ -117,6 +117,7 @@ func buildPlatform(ctx context.Context, cfg devConfig, brokers []string, logger 
 	if err != nil {
 		return a, fmt.Errorf("open command store: %w", err)
 	}
+	a.closers = append(a.closers, store.Close) // its statements, before their database
 	a.relay = store.NewRelay(pub, logger.With("component", "outbox-relay"))
 	if err := obs.watch(kcfg, store); err != nil { // consumer lag and outbox backlog on /metrics
 		return a, err
@@ -157,7 +158,7 @@ func buildPlatform(ctx context.Context, cfg devConfig, brokers []string, logger 
 	}
 
 	// Reactors: side effects of events, keyed by event id.
-	reactor, reactorGroups, err := buildNotifications(ctx, notifyDB, logger)
+	reactor, reactorGroups, err := buildNotifications(ctx, a, notifyDB, logger)
 	if err != nil {
 		return a, err
 	}
@@ -289,12 +290,13 @@ func buildCommandGroups(store *commandstore.Store, stateDB *sql.DB, contexts []s
 
 // buildNotifications creates the notifications reactor on db, delivering
 // to the log, and its handler groups: one per event topic it reacts to.
-func buildNotifications(ctx context.Context, db *sql.DB, logger *slog.Logger) (*notifications.Reactor, map[string]handlerGroup, error) {
+func buildNotifications(ctx context.Context, a *app, db *sql.DB, logger *slog.Logger) (*notifications.Reactor, map[string]handlerGroup, error) {
 	reactor, err := notifications.New(ctx, db, time.Now,
 		notifications.WithDeliverer(logDeliverer{logger.With("component", "notifications")}))
 	if err != nil {
 		return nil, nil, fmt.Errorf("create notifications reactor: %w", err)
 	}
+	a.closers = append(a.closers, reactor.Close) // its statements, before their database
 	groups := map[string]handlerGroup{}
 	for _, topic := range []string{events.TopicUserEvents, events.TopicOrderEvents} {
 		groups["notifications."+topic] = handlerGroup{topic, reactor.GroupHandlers()}

@@ -92,6 +92,7 @@ func buildProjectorRole(ctx context.Context, env *roleEnv, names []string) (*rol
 	if err != nil {
 		return nil, fmt.Errorf("open the notifications list: %w", err)
 	}
+	a.closers = append(a.closers, notes.Close) // its statements, before their database
 	// Consumer lag of every group on /metrics.
 	lag, err := telemetry.NewLagCollector(telemetry.LagConfig{Kafka: env.kafka, Logger: env.logger.With("component", "metrics")})
 	if err != nil {

@@ -103,6 +103,7 @@ func buildWorkerRole(ctx context.Context, env *roleEnv, contexts, reactors []str
 	if err != nil {
 		return nil, fmt.Errorf("open command store: %w", err)
 	}
+	a.closers = append(a.closers, store.Close) // its statements, before their database
 	w := &worker{
 		logger:    env.logger.With("component", "outbox-relay"),
 		relay:     store.NewRelay(pub, env.logger.With("component", "outbox-relay")),
@@ -134,7 +135,7 @@ func buildWorkerRole(ctx context.Context, env *roleEnv, contexts, reactors []str
 		if err != nil {
 			return nil, err
 		}
-		_, reactorGroups, err := buildNotifications(ctx, notifyDB, env.logger)
+		_, reactorGroups, err := buildNotifications(ctx, a, notifyDB, env.logger)
 		if err != nil {
 			return nil, err
 		}
