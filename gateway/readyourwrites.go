@@ -51,6 +51,15 @@ type Progress interface {
 	Reached(ctx context.Context, projection string, positions []projections.Position) (bool, error)
 }
 
+// ProgressNotifier is implemented by a Progress that can say when to ask
+// again (*projections.Manager): Advanced returns a channel closed at the
+// next commit of projection. A waiting query then asks Reached once per
+// commit instead of on a timer; it still asks every readAfterPoll, for
+// commits it is not told of.
+type ProgressNotifier interface {
+	Advanced(projection string) <-chan struct{}
+}
+
 // notVisibleError: the read model did not reach the command in time.
 type notVisibleError struct {
 	projection, commandID string
@@ -126,9 +135,14 @@ func (g *Gateway) readAfter(r *http.Request, projection string) error {
 		return nil
 	}
 
+	notifier, _ := g.deps.Progress.(ProgressNotifier)
 	tick := time.NewTicker(readAfterPoll)
 	defer tick.Stop()
 	for {
+		var advanced <-chan struct{} // nil: only the ticker
+		if notifier != nil {
+			advanced = notifier.Advanced(projection) // before asking: a commit meanwhile is not missed
+		}
 		reached, err := g.deps.Progress.Reached(ctx, projection, o.Positions)
 		switch {
 		case err == nil && reached:
@@ -142,6 +156,7 @@ func (g *Gateway) readAfter(r *http.Request, projection string) error {
 				return fmt.Errorf("read after command %s: %w", id, r.Context().Err())
 			}
 			return &notVisibleError{projection: projection, commandID: id, waited: wait}
+		case <-advanced:
 		case <-tick.C:
 		}
 	}

@@ -176,6 +176,10 @@ type Manager struct {
 // managed is one projection and what runs it.
 type managed struct {
 	p Projection
+	// committed is broadcast after every commit of any version (Advanced).
+	committed *Signal
+	// positions caches the serving version's positions for Reached.
+	positions positionCache
 
 	mu       sync.Mutex
 	live     *Runner
@@ -192,12 +196,13 @@ func NewManager(ctx context.Context, cfg Config) (*Manager, error) {
 	}
 	m := &Manager{cfg: cfg, db: cfg.DB, logger: cfg.Logger, byName: map[string]*managed{}, started: make(chan struct{})}
 	for _, p := range cfg.Projections {
-		r, err := newRunnerShared(ctx, cfg.DB, p, cfg.Logger, &m.writeMu)
+		committed := &Signal{}
+		r, err := newRunnerShared(ctx, cfg.DB, p, cfg.Logger, &m.writeMu, committed)
 		if err != nil {
 			return nil, fmt.Errorf("create projection manager: %w", err)
 		}
 		m.onRunner(r)
-		m.byName[p.Name()] = &managed{p: p, live: r}
+		m.byName[p.Name()] = &managed{p: p, live: r, committed: committed}
 		m.names = append(m.names, p.Name())
 	}
 	slices.Sort(m.names)
@@ -354,6 +359,19 @@ func (m *Manager) managed(name string) (*managed, error) {
 	return mp, nil
 }
 
+// Advanced returns a channel closed the next time a version of projection
+// commits in this process: a waiter for Reached takes it, asks Reached, and
+// when not reached waits on it (and on a timer, for the commits of other
+// processes sharing the file) before asking again. Nil, never closed, for
+// a projection the Manager does not run.
+func (m *Manager) Advanced(projection string) <-chan struct{} {
+	mp, err := m.managed(projection)
+	if err != nil {
+		return nil
+	}
+	return mp.committed.Wait()
+}
+
 // UnknownProjectionError is returned for a projection name the Manager does
 // not run.
 type UnknownProjectionError struct {
@@ -386,32 +404,61 @@ func (m *Manager) Reached(ctx context.Context, name string, positions []Position
 	if err != nil {
 		return false, err
 	}
-	topics := map[string]bool{}
-	for _, t := range mp.p.Topics() {
-		topics[t] = true
-	}
-	reached := true
-	err = Read(ctx, m.db, name, func(tx *sql.Tx, v int) error {
-		have, err := positionsOf(ctx, tx, name, v)
-		if err != nil {
-			return err
-		}
-		at := positionMap(have)
-		for _, p := range positions {
-			if !topics[p.Topic] {
-				continue
-			}
-			if o, ok := at[partitionKey{p.Topic, p.Partition}]; !ok || o < p.Offset {
-				reached = false
-				return nil
-			}
-		}
-		return nil
-	})
+	at, err := mp.servingPositions(ctx, m.db)
 	if err != nil {
 		return false, fmt.Errorf("compare positions of projection %s: %w", name, err)
 	}
-	return reached, nil
+	topics := mp.p.Topics()
+	for _, p := range positions {
+		if !slices.Contains(topics, p.Topic) {
+			continue
+		}
+		if o, ok := at[partitionKey{p.Topic, p.Partition}]; !ok || o < p.Offset {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// positionsMaxAge bounds how long Reached trusts positions it read from
+// the file while this process committed nothing: the commits of other
+// processes sharing it show up within that.
+const positionsMaxAge = 5 * time.Millisecond
+
+// positionCache holds the serving version's positions as last read, for
+// the waiters of Reached: woken by every commit (Advanced), they would
+// otherwise each read the file after each commit.
+type positionCache struct {
+	mu     sync.Mutex
+	at     map[partitionKey]int64
+	gen    uint64 // committed's generation when read
+	readAt time.Time
+}
+
+// servingPositions returns the serving version's positions: as cached
+// while no commit of this process came since and the cache is younger than
+// positionsMaxAge, else read again (once, for every concurrent caller).
+// The map is shared: read it, do not change it.
+func (mp *managed) servingPositions(ctx context.Context, db *sql.DB) (map[partitionKey]int64, error) {
+	c := &mp.positions
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	gen := mp.committed.Generation() // before reading: a commit meanwhile makes the next call read again
+	if c.at != nil && c.gen == gen && time.Since(c.readAt) < positionsMaxAge {
+		return c.at, nil
+	}
+	readAt := time.Now()
+	var at map[partitionKey]int64
+	err := Read(ctx, db, mp.p.Name(), func(tx *sql.Tx, v int) error {
+		have, err := positionsOf(ctx, tx, mp.p.Name(), v)
+		at = positionMap(have)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.at, c.gen, c.readAt = at, gen, readAt
+	return at, nil
 }
 
 func positionMap(ps []Position) map[partitionKey]int64 {

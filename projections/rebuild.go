@@ -420,7 +420,7 @@ func (m *Manager) startBuild(ctx context.Context, mp *managed, version, replaces
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("read rebuild partitions: %w", err)
 	}
-	r, err := openRunner(ctx, m.db, mp.p, version, runnerOptions{logger: m.logger, replayUntil: until, skipMalformed: true, writeMu: &m.writeMu})
+	r, err := openRunner(ctx, m.db, mp.p, version, runnerOptions{logger: m.logger, replayUntil: until, skipMalformed: true, writeMu: &m.writeMu, committed: mp.committed})
 	if err != nil {
 		return err
 	}
@@ -737,6 +737,7 @@ func (m *Manager) handover(ctx context.Context, mp *managed, b *build) {
 			old := mp.live
 			mp.live = b.runner
 			mp.mu.Unlock()
+			mp.committed.Broadcast() // another version serves: Reached's waiters look again
 			defer func() { _ = old.Close() }()
 			break
 		}

@@ -461,6 +461,28 @@ func TestStatusAndReached(t *testing.T) {
 	if _, err := m.Status(context.Background(), "nope"); !errors.As(err, &unknown) {
 		t.Errorf("Status(nope) = %v, want an UnknownProjectionError", err)
 	}
+
+	// Advanced wakes a waiter at the next commit, which reaches the
+	// position the waiter asked for.
+	woken := m.Advanced("ledger")
+	select {
+	case <-woken:
+		t.Fatal("Advanced fired before anything was committed")
+	default:
+	}
+	more := recordsOf(t, ordersPlaced("p", 1))
+	b.produce(t, more...)
+	await(t, woken, 30*time.Second, "Advanced to fire at the next commit")
+	waitFor(t, 30*time.Second, "the new record reached", func() error {
+		at := []projections.Position{{Topic: events.TopicOrderEvents, Partition: more[0].Partition, Offset: more[0].Offset}}
+		if ok, err := m.Reached(context.Background(), "ledger", at); err != nil || !ok {
+			return fmt.Errorf("Reached = %v, %v", ok, err)
+		}
+		return nil
+	})
+	if m.Advanced("nope") != nil {
+		t.Error("Advanced of an unknown projection is not nil")
+	}
 }
 
 // TestRebuildKeepsTheCommandLogsRequestHashes: the request hashes the

@@ -161,6 +161,9 @@ type Runner struct {
 	// writeMu serialises the runner's transactions, and those of the other
 	// runners of its Manager.
 	writeMu *sync.Mutex
+	// committed is broadcast after every commit (Manager.Advanced); shared
+	// by the versions of one projection in a Manager.
+	committed *Signal
 	// evs and args are buffers of the transaction holding writeMu: the
 	// events handed to ApplyBatch, the arguments of the id inserts.
 	evs  []Event
@@ -214,13 +217,14 @@ func NewRunner(ctx context.Context, db *sql.DB, p Projection, logger *slog.Logge
 	return openRunner(ctx, db, p, active, runnerOptions{logger: logger})
 }
 
-// newRunnerShared is NewRunner for a Manager: its runners share writeMu.
-func newRunnerShared(ctx context.Context, db *sql.DB, p Projection, logger *slog.Logger, writeMu *sync.Mutex) (*Runner, error) {
+// newRunnerShared is NewRunner for a Manager: its runners share writeMu,
+// and the versions of one projection share committed.
+func newRunnerShared(ctx context.Context, db *sql.DB, p Projection, logger *slog.Logger, writeMu *sync.Mutex, committed *Signal) (*Runner, error) {
 	r, err := NewRunner(ctx, db, p, logger)
 	if err != nil {
 		return nil, err
 	}
-	r.writeMu = writeMu
+	r.writeMu, r.committed = writeMu, committed
 	return r, nil
 }
 
@@ -241,6 +245,7 @@ func checkProjection(db *sql.DB, p Projection) error {
 type runnerOptions struct {
 	logger        *slog.Logger
 	writeMu       *sync.Mutex // nil: a mutex of its own
+	committed     *Signal     // nil: a signal of its own
 	replayUntil   map[partitionKey]int64
 	skipMalformed bool
 }
@@ -262,6 +267,10 @@ func openRunner(ctx context.Context, db *sql.DB, p Projection, version int, o ru
 		replayUntil:   o.replayUntil,
 		skipMalformed: o.skipMalformed,
 		writeMu:       o.writeMu,
+		committed:     o.committed,
+	}
+	if r.committed == nil {
+		r.committed = &Signal{}
 	}
 	if r.writeMu == nil {
 		r.writeMu = &sync.Mutex{}
@@ -382,6 +391,14 @@ func (r *Runner) HandleBatch(ctx context.Context, msgs []*message.Message) error
 
 // note records the outcome of handling n messages for Status.
 func (r *Runner) note(ctx context.Context, n int, err error) {
+	if n > 0 {
+		// Something was committed (or, for Handle, tried: a spurious
+		// wake-up only makes a waiter look again): wake who waits for it.
+		r.committed.Broadcast()
+		if o, ok := r.p.(CommitObserver); ok {
+			o.Committed()
+		}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.handled += int64(n)

@@ -38,6 +38,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/millrace/millrace/events"
@@ -89,7 +90,9 @@ type Accepted struct {
 	AcceptedAt                                time.Time
 }
 
-// pollInterval is how often Wait reads the log.
+// pollInterval is how often Wait reads the log when nothing woke it: the
+// runner of this process wakes it on every commit (Committed), the poll
+// catches the commits of other processes writing the same file.
 const pollInterval = 10 * time.Millisecond
 
 // Projection is the command log. Apply is called by a projections.Runner;
@@ -97,6 +100,19 @@ const pollInterval = 10 * time.Millisecond
 // It does not own the database.
 type Projection struct {
 	db *sql.DB
+
+	// Wait's waiters, woken when their command's outcome may have changed:
+	// Apply notes the ids it changed that someone waits for, Committed
+	// wakes them once the runner committed.
+	mu      sync.Mutex
+	waiters map[string]*waiter
+	changed []string
+}
+
+// waiter is the signal of the requests waiting for one command.
+type waiter struct {
+	signal projections.Signal
+	n      int // requests waiting
 }
 
 // New returns the command log, reading and writing db.
@@ -104,6 +120,52 @@ func New(db *sql.DB) *Projection { return &Projection{db: db} }
 
 // Name implements projections.Projection.
 func (*Projection) Name() string { return "commands" }
+
+// Committed implements projections.CommitObserver: the requests waiting for
+// an outcome the committed transactions changed look again.
+func (p *Projection) Committed() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, id := range p.changed {
+		if w := p.waiters[id]; w != nil {
+			w.signal.Broadcast()
+		}
+	}
+	p.changed = p.changed[:0]
+}
+
+// touched notes that Apply changed the outcome of command id, for Committed.
+// Only ids someone waits for are noted. (A transaction rolled back after
+// noting one wakes its waiters for nothing: they look, and wait again.)
+func (p *Projection) touched(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.waiters[id] != nil {
+		p.changed = append(p.changed, id)
+	}
+}
+
+// await registers a request waiting for command id; release it when done.
+func (p *Projection) await(id string) (w *waiter, release func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.waiters == nil {
+		p.waiters = map[string]*waiter{}
+	}
+	w = p.waiters[id]
+	if w == nil {
+		w = &waiter{}
+		p.waiters[id] = w
+	}
+	w.n++
+	return w, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if w.n--; w.n == 0 {
+			delete(p.waiters, id)
+		}
+	}
+}
 
 // Topics implements projections.Projection.
 func (*Projection) Topics() []string {
@@ -171,9 +233,10 @@ ON CONFLICT (command_id) DO NOTHING`, string(StatusPending)); err != nil {
 //     adds its id, wire type and position to the outcome.
 //
 // Events without a causation id are not about a command and are ignored.
-func (*Projection) Apply(ctx context.Context, tx *projections.Tx, e projections.Event) error {
+func (p *Projection) Apply(ctx context.Context, tx *projections.Tx, e projections.Event) error {
 	table := tx.Table("outcomes")
 	if t, ok := events.Lookup(e.Type); ok && t.Kind == events.KindCommand {
+		p.touched(e.ID)
 		return update(ctx, tx, table, e.ID, func(o *Outcome) {
 			o.Type = e.Type
 			if e.Key != "" {
@@ -195,6 +258,7 @@ func (*Projection) Apply(ctx context.Context, tx *projections.Tx, e projections.
 		if id == "" {
 			return nil
 		}
+		p.touched(id)
 		return update(ctx, tx, table, id, func(o *Outcome) {
 			fill(&o.Type, r.CommandType)
 			fill(&o.AggregateID, r.AggregateID)
@@ -210,6 +274,7 @@ func (*Projection) Apply(ctx context.Context, tx *projections.Tx, e projections.
 	if e.CausationID == "" {
 		return nil
 	}
+	p.touched(e.CausationID)
 	return update(ctx, tx, table, e.CausationID, func(o *Outcome) {
 		fill(&o.AggregateID, e.Key)
 		if o.Status == StatusRejected {
@@ -301,7 +366,7 @@ func (p *Projection) Get(ctx context.Context, id string) (Outcome, error) {
 }
 
 // Wait returns a command's outcome once it is no longer pending, reading the
-// log every 10 ms. When ctx is done first it returns the latest outcome read,
+// log after every commit of this process's runner and every 10 ms. When ctx is done first it returns the latest outcome read,
 // still pending, and a nil error; if the log never knew the command by then,
 // ErrNotFound. Other read failures are returned at once.
 func (p *Projection) Wait(ctx context.Context, id string) (Outcome, error) {
@@ -311,7 +376,10 @@ func (p *Projection) Wait(ctx context.Context, id string) (Outcome, error) {
 		latest Outcome
 		known  bool
 	)
+	w, release := p.await(id)
+	defer release()
 	for {
+		woken := w.signal.Wait() // before reading: a commit meanwhile is not missed
 		o, err := p.Get(ctx, id)
 		switch {
 		case err == nil:
@@ -330,6 +398,7 @@ func (p *Projection) Wait(ctx context.Context, id string) (Outcome, error) {
 				return Outcome{}, fmt.Errorf("wait for command %s: %w", id, ErrNotFound)
 			}
 			return latest, nil
+		case <-woken:
 		case <-ticker.C:
 		}
 	}

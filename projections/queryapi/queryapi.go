@@ -180,6 +180,13 @@ type Progress interface {
 	Reached(ctx context.Context, projection string, positions []projections.Position) (bool, error)
 }
 
+// ProgressNotifier is implemented by a Progress that says when to look
+// again (*projections.Manager): a waiting progress query asks Reached after
+// every commit it is told of, and on a timer for the others.
+type ProgressNotifier interface {
+	Advanced(projection string) <-chan struct{}
+}
+
 // Deps are what the edge serves. All are required; the edge owns none.
 type Deps struct {
 	Orders        OrderReader
@@ -410,9 +417,14 @@ func (h *Handler) reached(r *http.Request) (int, any, error) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), min(wait, h.cfg.MaxWait))
 	defer cancel()
+	notifier, _ := h.deps.Progress.(ProgressNotifier)
 	tick := time.NewTicker(reachedPoll)
 	defer tick.Stop()
 	for {
+		var advanced <-chan struct{} // nil: only the ticker
+		if notifier != nil {
+			advanced = notifier.Advanced(name) // before asking: a commit meanwhile is not missed
+		}
 		// Asked with the request's context: a wait that ran out still
 		// gets one last look.
 		ok, err := h.deps.Progress.Reached(r.Context(), name, positions)
@@ -425,6 +437,7 @@ func (h *Handler) reached(r *http.Request) (int, any, error) {
 				return 0, nil, fmt.Errorf("wait for projection %s: %w", name, err)
 			}
 			return http.StatusOK, Reached{Projection: name, Reached: false}, nil
+		case <-advanced:
 		case <-tick.C:
 		}
 	}
