@@ -5,11 +5,15 @@
 // several runs:
 //
 //   - command intake (POST /v1/orders until the broker acknowledged the
-//     command) of `millrace dev` against the HTTP ceiling of this machine (a
-//     net/http handler that only answers 202), the hand-written baseline (a
+//     command) of `millrace gateway` publishing to a `millrace broker` that
+//     nothing consumes from (the production intake shape, which the targets
+//     are measured on) against the HTTP ceiling of this machine (a net/http
+//     handler that only answers 202), the hand-written baseline (a
 //     gorilla/mux handler calling a watermill-kafka Publisher per request)
 //     and, in the full mode, Dapr's publish API with its Kafka pub/sub
-//     component on the same broker;
+//     component, both on the same broker; `millrace dev`, all in one
+//     process with the pipeline behind its gateway, for reference; with
+//     each server's CPU time per request;
 //   - the event pipeline: events per second through a Watermill router
 //     with millrace's whole governance stack against a raw Sarama consumer
 //     group on the same broker;

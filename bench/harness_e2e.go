@@ -7,13 +7,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 )
 
 // E2EResult is one end-to-end run: commands sent at a steady rate, each
 // followed from its 202 until its order is visible in the orders
-// projection (GET /v1/orders/{id} answers 200).
+// projection (GET /v1/orders/{id}?after=<command id> answers 200).
 type E2EResult struct {
 	Sent, Visible, Failed int
 	FirstError            string
@@ -25,13 +26,12 @@ type E2EResult struct {
 	PeakRSS int64
 }
 
-// e2ePoll is how often a command's order is looked up until it is visible,
-// for its first 100 ms: the resolution of the end-to-end figures. Later
-// lookups are 20 ms apart, so that a system that falls behind is not buried
-// under lookups as well.
+// e2eWait is the Prefer: wait of each read after a command: the gateway
+// answers as soon as the read model has the order, or 503 when the wait ran
+// out, and the harness asks again until e2eGiveUp after the 202.
 const (
-	e2ePoll     = 2 * time.Millisecond
-	e2ePollSlow = 20 * time.Millisecond
+	e2eWait   = 5 * time.Second
+	e2eGiveUp = 10 * time.Second
 )
 
 // e2eMaxInFlight bounds the commands followed at once; a command due while
@@ -85,7 +85,7 @@ func endToEnd(ctx context.Context, base string, body []byte, rate int, d time.Du
 		res.Sent++
 		wg.Go(func() {
 			defer func() { <-slots }()
-			resource, accepted, err := postOrder(ctx, client, base, body)
+			resource, commandID, accepted, err := postOrder(ctx, client, base, body)
 			if err != nil {
 				fail(err.Error())
 				return
@@ -96,7 +96,7 @@ func endToEnd(ctx context.Context, base string, body []byte, rate int, d time.Du
 				lastAccepted = accepted
 			}
 			mu.Unlock()
-			visible, err := pollVisible(ctx, client, base+resource, accepted)
+			visible, err := readAfter(ctx, client, base+resource, commandID, accepted)
 			if err != nil {
 				fail(err.Error())
 				return
@@ -115,65 +115,83 @@ func endToEnd(ctx context.Context, base string, body []byte, rate int, d time.Du
 	return res, ctx.Err()
 }
 
-// postOrder places an order and returns its resource path and when the
-// answer arrived: 202, or 201 when the order was placed before the gateway
-// answered.
-func postOrder(ctx context.Context, client *http.Client, base string, body []byte) (string, time.Time, error) {
+// postOrder places an order and returns its resource path, its command id
+// and when the answer arrived: 202, or 201 when the order was placed before
+// the gateway answered.
+func postOrder(ctx context.Context, client *http.Client, base string, body []byte) (resource, commandID string, at time.Time, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/orders", bytes.NewReader(body))
 	if err != nil {
-		return "", time.Time{}, err
+		return "", "", time.Time{}, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := client.Do(req)
 	if err != nil {
-		return "", time.Time{}, fmt.Errorf("post order: %w", err)
+		return "", "", time.Time{}, fmt.Errorf("post order: %w", err)
 	}
 	data, err := io.ReadAll(resp.Body)
 	_ = resp.Body.Close()
-	at := time.Now()
+	at = time.Now()
 	switch {
 	case err != nil:
-		return "", at, fmt.Errorf("post order: read answer: %w", err)
-	case resp.StatusCode == http.StatusCreated:
-		// The order was placed before the gateway answered.
-		if loc := resp.Header.Get("Location"); loc != "" {
-			return loc, at, nil
-		}
-		return "", at, fmt.Errorf("post order: 201 without Location: %s", data)
-	case resp.StatusCode != http.StatusAccepted:
-		return "", at, fmt.Errorf("post order: status %d: %s", resp.StatusCode, data)
+		return "", "", at, fmt.Errorf("post order: read answer: %w", err)
+	case resp.StatusCode != http.StatusAccepted && resp.StatusCode != http.StatusCreated:
+		return "", "", at, fmt.Errorf("post order: status %d: %s", resp.StatusCode, data)
 	}
 	var a struct {
-		Links struct {
+		CommandID string `json:"command_id"`
+		Links     struct {
 			Resource string `json:"resource"`
 		} `json:"links"`
 	}
-	if err := json.Unmarshal(data, &a); err != nil || a.Links.Resource == "" {
-		return "", at, fmt.Errorf("post order: no links.resource in %s", data)
+	if err := json.Unmarshal(data, &a); err != nil || a.CommandID == "" {
+		return "", "", at, fmt.Errorf("post order: no command_id in %s", data)
 	}
-	return a.Links.Resource, at, nil
+	resource = a.Links.Resource
+	if resource == "" {
+		resource = resp.Header.Get("Location") // 201: the order was placed before the answer
+	}
+	if resource == "" {
+		return "", "", at, fmt.Errorf("post order: no links.resource or Location in %d %s", resp.StatusCode, data)
+	}
+	return resource, a.CommandID, at, nil
 }
 
-// pollVisible GETs url until it answers 200, for at most 10 s after
-// accepted: every e2ePoll for the first 100 ms, then every e2ePollSlow.
-func pollVisible(ctx context.Context, client *http.Client, url string, accepted time.Time) (time.Time, error) {
-	deadline := time.Now().Add(10 * time.Second)
+// readAfter reads the order at url after its command (read-your-writes,
+// ?after=<command id> with Prefer: wait): the gateway answers once the
+// orders read model has handled the command's events, so that one request
+// per order times when it became visible, to the moment, without lookups
+// that load the gateway. A 503 (the wait ran out) asks again, for at most
+// e2eGiveUp after accepted.
+func readAfter(ctx context.Context, client *http.Client, url, commandID string, accepted time.Time) (time.Time, error) {
 	for {
-		status, err := do(ctx, client, http.MethodGet, url, "", nil)
-		if status == http.StatusOK {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"?after="+commandID, nil)
+		if err != nil {
+			return time.Time{}, err
+		}
+		req.Header.Set("Prefer", "wait="+strconv.Itoa(int(e2eWait/time.Second)))
+		resp, err := client.Do(req)
+		status := 0
+		if err == nil {
+			status = resp.StatusCode
+			_, err = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+		}
+		if status == http.StatusOK && err == nil {
 			return time.Now(), nil
 		}
-		if time.Now().After(deadline) {
-			return time.Time{}, fmt.Errorf("%s not visible after 10 s (last status %d, error %v)", url, status, err)
-		}
-		every := e2ePoll
-		if time.Since(accepted) > 100*time.Millisecond {
-			every = e2ePollSlow
-		}
-		select {
-		case <-time.After(every):
-		case <-ctx.Done():
+		if ctx.Err() != nil {
 			return time.Time{}, ctx.Err()
+		}
+		if time.Since(accepted) > e2eGiveUp {
+			return time.Time{}, fmt.Errorf("%s not visible %s after its 202 (last status %d, error %v)", url, e2eGiveUp, status, err)
+		}
+		if status != http.StatusServiceUnavailable {
+			// Not the wait running out: do not hammer the gateway.
+			select {
+			case <-time.After(100 * time.Millisecond):
+			case <-ctx.Done():
+				return time.Time{}, ctx.Err()
+			}
 		}
 	}
 }

@@ -58,8 +58,9 @@ func startMillrace(cfg Config, name string) (*millraceDev, error) {
 	return &millraceDev{proc: p, base: "http://" + httpAddr, broker: kafkaAddr}, nil
 }
 
-// orderBody is a valid PlaceOrder request for userID.
-func orderBody(userID string) []byte {
+// OrderBody is the valid PlaceOrder request the intake load sends, for
+// userID.
+func OrderBody(userID string) []byte {
 	b, _ := json.Marshal(map[string]any{
 		"user_id":  userID,
 		"currency": "EUR",
@@ -76,7 +77,7 @@ func orderBody(userID string) []byte {
 func (m *millraceDev) firstAccepted(ctx context.Context) (time.Time, error) {
 	client := newClient(1)
 	defer client.CloseIdleConnections()
-	body := orderBody(uuid.NewString())
+	body := OrderBody(uuid.NewString())
 	var last string
 	for {
 		status, err := do(ctx, client, http.MethodPost, m.base+"/v1/orders", "application/json", body)

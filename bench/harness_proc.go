@@ -236,3 +236,40 @@ func (p *proc) waitIdle(ctx context.Context, limit time.Duration) (time.Duration
 	}
 	return time.Since(start), nil
 }
+
+// cpuMeter measures the CPU time a process uses from a moment on.
+type cpuMeter struct {
+	p     *proc
+	from  time.Duration // CPU time when measuring started; -1 if unknown
+	stopc chan struct{}
+	wg    sync.WaitGroup
+}
+
+// measureCPU starts measuring the CPU time of p after delay (the warm-up of
+// a load run), so that stop returns the CPU time of the measured window.
+func measureCPU(p *proc, delay time.Duration) *cpuMeter {
+	m := &cpuMeter{p: p, from: -1, stopc: make(chan struct{})}
+	m.wg.Go(func() {
+		select {
+		case <-m.stopc:
+			return
+		case <-time.After(delay):
+		}
+		if t, err := p.cpuTime(); err == nil {
+			m.from = t
+		}
+	})
+	return m
+}
+
+// stop returns the CPU time p used since measuring started; 0 when it is
+// not known.
+func (m *cpuMeter) stop() time.Duration {
+	close(m.stopc)
+	m.wg.Wait()
+	to, err := m.p.cpuTime()
+	if err != nil || m.from < 0 {
+		return 0
+	}
+	return to - m.from
+}

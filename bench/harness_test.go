@@ -51,9 +51,11 @@ func TestQuickMode(t *testing.T) {
 		t.Fatalf("quick run: %v", err)
 	}
 
-	for _, target := range []string{bench.TargetCeiling, bench.TargetMillrace, bench.TargetWatermill} {
+	for _, target := range []string{bench.TargetCeiling, bench.TargetGateway, bench.TargetWatermill, bench.TargetMillrace} {
 		s, ok := res.IntakeOf(target)
 		switch {
+		case !ok && target == bench.TargetGateway:
+			t.Errorf("intake %s: did not run: %s", target, res.GatewayNote)
 		case !ok:
 			t.Errorf("intake %s: did not run", target)
 		case s.RPS <= 0 || s.P99 <= 0:
@@ -102,7 +104,7 @@ func TestQuickMode(t *testing.T) {
 		t.Fatal(err)
 	}
 	text := string(data)
-	for _, want := range []string{"intro", kept, "#### Targets", bench.TargetMillrace, bench.PipelineRaw, "cold start", "left out in the quick mode"} {
+	for _, want := range []string{"intro", kept, "#### Targets", bench.TargetGateway, bench.TargetMillrace, bench.PipelineRaw, "cold start", "left out in the quick mode"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("page lacks %q:\n%s", want, text)
 		}

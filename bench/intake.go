@@ -13,12 +13,17 @@ import (
 	"github.com/millrace/millrace/platform/kafka"
 )
 
-// Intake targets, in the order the report lists them.
+// Intake targets, in the order the report lists them. TargetGateway is the
+// one issue 6's intake targets are measured on: like the baselines, a
+// process that only publishes, to a broker nothing consumes from.
+// TargetMillrace is informational: the all-in-one dev process, whose
+// consumers handle what it accepts on the same cores.
 const (
 	TargetCeiling   = "net/http 202 (ceiling)"
-	TargetMillrace  = "millrace dev"
+	TargetGateway   = "millrace gateway → millrace broker"
 	TargetWatermill = "gorilla/mux + watermill-kafka Publisher"
 	TargetDapr      = "Dapr publish API (pubsub.kafka)"
+	TargetMillrace  = "millrace dev, all-in-one (informational)"
 )
 
 // intakeTarget is one server the intake load runs against.
@@ -28,9 +33,11 @@ type intakeTarget struct {
 	proc *proc
 }
 
-// measureIntake starts `millrace dev` and the servers it is compared with,
-// all on its embedded broker, and runs the intake load against each in
-// turn, cfg.Runs times, rotating the order. Then it runs the end-to-end
+// measureIntake starts the servers it compares: `millrace gateway`, the
+// hand-written baseline and Dapr, all publishing to one `millrace broker`
+// that nothing consumes from; the HTTP ceiling; and `millrace dev` with its
+// embedded broker and every consumer. It runs the intake load against each
+// in turn, cfg.Runs times, rotating the order. Then it runs the end-to-end
 // measurement on the same millrace dev.
 func measureIntake(ctx context.Context, cfg Config, res *Results) (err error) {
 	var stops []func() error
@@ -55,11 +62,17 @@ func measureIntake(ctx context.Context, cfg Config, res *Results) (err error) {
 	if err != nil {
 		return err
 	}
-	body := orderBody(userID)
+	body := OrderBody(userID)
 
-	// The baselines publish to topics of their own on the same broker, so
-	// that millrace's handlers do not consume what they write.
-	kcfg := kafka.Config{Brokers: []string{m.broker}, ClientID: "millrace-bench"}
+	// The production intake shape and the baselines publish to one broker
+	// of their own, which nothing consumes from; the baselines to topics
+	// of their own.
+	broker, err := startBroker(ctx, cfg, "broker")
+	if err != nil {
+		return err
+	}
+	stops = append(stops, func() error { return broker.stop(30 * time.Second) })
+	kcfg := kafka.Config{Brokers: []string{broker.addr}, ClientID: "millrace-bench"}
 	if err := kafka.EnsureTopics(ctx, kcfg,
 		kafka.Topic{Name: "bench.orders", Partitions: 3},
 		kafka.Topic{Name: "bench.dapr", Partitions: 3},
@@ -70,6 +83,20 @@ func measureIntake(ctx context.Context, cfg Config, res *Results) (err error) {
 	base := Load{Body: body, Connections: cfg.Connections, Warmup: cfg.Warmup, Duration: cfg.Duration}
 	with := func(url string) Load { l := base; l.URL = url; return l }
 	targets := []*intakeTarget{{name: TargetMillrace, load: with(m.base + "/v1/orders"), proc: m.proc}}
+	// Processes the targets share: idle before every run, as the targets.
+	shared := []*proc{broker.proc}
+
+	if agent, err := startConsul(cfg); err != nil {
+		res.GatewayNote = "not measured: " + err.Error()
+	} else {
+		stops = append(stops, agent.Stop)
+		gw, base, err := startGateway(ctx, cfg, "gateway", broker.addr, agent.Addr())
+		if err != nil {
+			return err
+		}
+		stops = append(stops, func() error { return gw.stop(30 * time.Second) })
+		targets = append(targets, &intakeTarget{name: TargetGateway, load: with(base + "/v1/orders"), proc: gw})
+	}
 
 	bare, addr, err := startSelf(ctx, cfg, "bare", "bare")
 	if err != nil {
@@ -78,7 +105,7 @@ func measureIntake(ctx context.Context, cfg Config, res *Results) (err error) {
 	stops = append(stops, func() error { return bare.stop(10 * time.Second) })
 	targets = append(targets, &intakeTarget{name: TargetCeiling, load: with("http://" + addr + "/v1/orders"), proc: bare})
 
-	wm, addr, err := startSelf(ctx, cfg, "watermill", "watermill", "-brokers", m.broker, "-topic", "bench.orders")
+	wm, addr, err := startSelf(ctx, cfg, "watermill", "watermill", "-brokers", broker.addr, "-topic", "bench.orders")
 	if err != nil {
 		return err
 	}
@@ -91,7 +118,7 @@ func measureIntake(ctx context.Context, cfg Config, res *Results) (err error) {
 	case cfg.Dapr == "":
 		res.DaprNote = "left out in the quick mode"
 	default:
-		d, url, err := startDapr(ctx, cfg, m.broker, "bench.dapr")
+		d, url, err := startDapr(ctx, cfg, broker.addr, "bench.dapr")
 		if err != nil {
 			res.DaprNote = err.Error()
 			break
@@ -110,14 +137,21 @@ func measureIntake(ctx context.Context, cfg Config, res *Results) (err error) {
 					return err
 				}
 			}
+			for _, p := range shared {
+				if _, err := p.waitIdle(ctx, cfg.idleLimit()); err != nil {
+					return err
+				}
+			}
 			cfg.Logger.Info("intake", "run", run+1, "target", t.name)
 			sampler := sampleRSS(t.proc, 100*time.Millisecond)
+			cpu := measureCPU(t.proc, t.load.Warmup)
 			r, err := t.load.Run(ctx)
 			peak := sampler.stop()
+			used := cpu.stop()
 			if err != nil {
 				return fmt.Errorf("load %s: %w", t.name, err)
 			}
-			res.addIntake(t.name, r, peak)
+			res.addIntake(t.name, r, peak, used)
 		}
 	}
 

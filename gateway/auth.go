@@ -43,7 +43,7 @@ const (
 // is for. It is the gateway's policy for an auth.Guard and is safe for
 // concurrent use.
 func (g *Gateway) Requirement(r *http.Request) auth.Requirement {
-	return requirementOf(routeKey(g.router, r))
+	return g.index.requirement(g.index.key(r))
 }
 
 // requirementOf returns the requirement of a route key ("METHOD

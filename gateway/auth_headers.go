@@ -99,11 +99,19 @@ func Secure(next http.Handler, cors CORS) (http.Handler, error) {
 // (which may hold personal data). A handler may set its own Cache-Control
 // after.
 func setSecurityHeaders(h http.Header) {
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("X-Frame-Options", "DENY")
-	h.Set("Content-Security-Policy", "frame-ancestors 'none'")
-	h.Set("Referrer-Policy", "no-referrer")
+	// Secure in front of the gateway has set them already, as a rule:
+	// a header that holds its value is left as it is (the same as setting
+	// it again, without allocating).
+	set := func(key, value string) { // key in canonical form
+		if v := h[key]; len(v) != 1 || v[0] != value {
+			h[key] = []string{value}
+		}
+	}
+	set("X-Content-Type-Options", "nosniff")
+	set("X-Frame-Options", "DENY")
+	set("Content-Security-Policy", "frame-ancestors 'none'")
+	set("Referrer-Policy", "no-referrer")
 	if h.Get("Cache-Control") == "" {
-		h.Set("Cache-Control", "no-store")
+		set("Cache-Control", "no-store")
 	}
 }

@@ -85,9 +85,12 @@ type intake struct {
 	id          string
 	aggregateID string
 	cmd         events.Message
-	topic       string
-	hash        string
-	keyed       bool // the client sent an Idempotency-Key
+	// payload is cmd encoded as JSON, once: the message's payload and
+	// what the request digest is taken of.
+	payload []byte
+	topic   string
+	hash    string
+	keyed   bool // the client sent an Idempotency-Key
 }
 
 // command returns the handler of one command route.
@@ -110,8 +113,10 @@ type intake struct {
 // first in the partition, and the log keeps that one's digest: a later retry
 // with the other body is refused with 422.
 func (g *Gateway) command(c commandRoute) func(http.ResponseWriter, *http.Request) error {
+	// Looked up once, not per request (checkCommandRoutes made sure it exists).
+	typ, _ := events.Lookup(c.name)
 	return func(w http.ResponseWriter, r *http.Request) error {
-		in, err := g.intake(w, r, c)
+		in, err := g.intake(w, r, c, typ)
 		if err != nil {
 			return err
 		}
@@ -180,7 +185,7 @@ func (g *Gateway) lookup(ctx context.Context, id string) (commands.Outcome, erro
 // intake runs the request through the pipeline, in order: content type,
 // body size, JSON syntax, server-assigned fields, id assignment, schema,
 // typed decoding. Any failure stops it before anything is published.
-func (g *Gateway) intake(w http.ResponseWriter, r *http.Request, c commandRoute) (intake, error) {
+func (g *Gateway) intake(w http.ResponseWriter, r *http.Request, c commandRoute, typ events.Type) (intake, error) {
 	if err := checkContentType(r.Header.Get("Content-Type")); err != nil {
 		return intake{}, err
 	}
@@ -203,7 +208,7 @@ func (g *Gateway) intake(w http.ResponseWriter, r *http.Request, c commandRoute)
 		}
 	}
 
-	in := intake{topic: topicOf(c.name)}
+	in := intake{topic: typ.Topic}
 	key, keyed, err := idempotencyKey(r)
 	if err != nil {
 		return intake{}, err
@@ -219,28 +224,38 @@ func (g *Gateway) intake(w http.ResponseWriter, r *http.Request, c commandRoute)
 	} else {
 		in.aggregateID = mux.Vars(r)["id"]
 	}
+	// The fields the server sets, in the document the schema checks and
+	// in the typed command decoded after it.
+	var assigned []field
 	if isObject {
-		obj[c.idField] = in.aggregateID
+		assigned = append(assigned, field{c.idField, in.aggregateID})
 		if c.name == (events.PlaceOrder{}).Name() {
 			if _, ok := obj["currency"]; !ok {
-				obj["currency"] = g.cfg.DefaultCurrency
+				assigned = append(assigned, field{"currency", g.cfg.DefaultCurrency})
 			}
+		}
+		for _, f := range assigned {
+			obj[f.name] = f.value
 		}
 	}
 
 	if err := g.deps.Validator.Validate(c.name, doc); err != nil {
 		return intake{}, fmt.Errorf("validate %s: %w", c.name, err)
 	}
-	in.cmd, err = decodeCommand(c.name, doc)
+	in.cmd, err = decodeCommand(typ, body, assigned, doc)
 	if err != nil {
 		return intake{}, err
 	}
-	in.hash, err = requestHash(r, in.cmd)
+	in.payload, err = json.Marshal(in.cmd)
 	if err != nil {
-		return intake{}, err
+		return intake{}, fmt.Errorf("encode %s: %w", c.name, err)
 	}
+	in.hash = requestHash(r, in.payload)
 	return in, nil
 }
+
+// field is a field of a command document that the server assigns.
+type field struct{ name, value string }
 
 // publish sends the command as a CloudEvent to its command topic, stamped
 // (ce_time) with the time it is accepted at and carrying the request's
@@ -251,10 +266,11 @@ func (g *Gateway) publish(r *http.Request, in intake, acceptedAt time.Time) erro
 		NewUUID: func() string { return in.id },
 		Now:     func() time.Time { return acceptedAt },
 	}
-	msg, err := marshaler.Marshal(in.cmd)
+	msg, err := marshaler.Marshal(attributesOf{in.cmd})
 	if err != nil {
 		return fmt.Errorf("encode command %s: %w", in.id, err)
 	}
+	msg.Payload = in.payload
 	msg.UUID = in.id
 	msg.Metadata.Set(cloudevents.CorrelationID, in.id)
 	msg.Metadata.Set(cloudevents.RequestHash, in.hash)
@@ -301,12 +317,38 @@ func (g *Gateway) respond(w http.ResponseWriter, r *http.Request, c commandRoute
 	default:
 		commandURL := "/v1/commands/" + o.CommandID
 		w.Header().Set("Location", commandURL)
-		return writeJSON(w, http.StatusAccepted, accepted{
+		a := accepted{
 			CommandID: o.CommandID,
 			Status:    commands.StatusPending,
 			Links:     acceptedLinks{Command: commandURL, Resource: resource},
-		})
+		}
+		if body, ok := a.appendJSON(make([]byte, 0, 256)); ok {
+			writeBody(w, http.StatusAccepted, "application/json", body)
+			return nil
+		}
+		return writeJSON(w, http.StatusAccepted, a)
 	}
+}
+
+// appendJSON appends a as writeJSON encodes it, byte for byte, when every
+// string of it is plain printable ASCII (ids and the paths made of them,
+// as a rule), and returns false otherwise. Every 202 is answered with one:
+// a reflective encoding costs more than the rest of the answer.
+func (a accepted) appendJSON(dst []byte) ([]byte, bool) {
+	for _, s := range []string{a.CommandID, string(a.Status), a.Links.Command, a.Links.Resource} {
+		if !isPlainJSON(s) {
+			return nil, false
+		}
+	}
+	dst = append(dst, `{"command_id":"`...)
+	dst = append(dst, a.CommandID...)
+	dst = append(dst, `","status":"`...)
+	dst = append(dst, a.Status...)
+	dst = append(dst, `","links":{"command":"`...)
+	dst = append(dst, a.Links.Command...)
+	dst = append(dst, `","resource":"`...)
+	dst = append(dst, a.Links.Resource...)
+	return append(dst, `"}}`...), true
 }
 
 // checkContentType accepts application/json and any application/*+json,
@@ -359,15 +401,89 @@ func decodeJSON(body []byte) (any, error) {
 	return doc, nil
 }
 
-// decodeCommand decodes a validated document into its typed command. The
-// schema has already checked the document. JSON Schema counts 2.0 and 2e3
-// as integers, Go's decoder does not: integral numbers are rewritten as
-// integers first. What can still fail is a number too large for its Go type.
-func decodeCommand(name string, doc any) (events.Message, error) {
-	typ, ok := events.Lookup(name)
-	if !ok {
-		return nil, fmt.Errorf("decode command: no type %s in package events", name)
+// attributesOf hands the CloudEvents marshaler a command's name and key,
+// the attributes it stamps, but not the command itself to encode: the
+// command was encoded once already (intake.payload, of which the request
+// digest is taken), and that payload replaces the marshaler's. Encoding it
+// again, or having encoding/json check and compact the encoding made
+// (which it does with a json.Marshaler's output), costs as much as the
+// first encoding.
+type attributesOf struct{ events.Message }
+
+func (attributesOf) MarshalJSON() ([]byte, error) { return []byte("{}"), nil }
+
+// decodeCommand decodes a validated request into its typed command: body
+// is the request's JSON object, assigned the fields the server set in doc,
+// the document the schema checked (body with assigned). The schema has
+// already checked the document.
+//
+// The body is decoded as it came, the assigned fields appended at its end
+// (so that they win over any spelling of theirs in the body, as they do in
+// doc). That fails on what Go's decoder refuses and JSON Schema accepts:
+// JSON Schema counts 2.0 and 2e3 as integers, Go's decoder does not. Such a
+// request, or one that is not an object, is decoded from doc instead, its
+// integral numbers rewritten as integers first. What can still fail is a
+// number too large for its Go type.
+func decodeCommand(typ events.Type, body []byte, assigned []field, doc any) (events.Message, error) {
+	if data, ok := appendFields(body, assigned); ok {
+		cmd := typ.New()
+		if err := json.Unmarshal(data, cmd); err == nil {
+			return cmd, nil
+		}
 	}
+	return decodeDocument(typ, doc)
+}
+
+// appendFields returns the JSON object body with fields added at its end,
+// or false when body is not an object.
+func appendFields(body []byte, fields []field) ([]byte, bool) {
+	obj := bytes.TrimSpace(body)
+	if len(obj) < 2 || obj[0] != '{' || obj[len(obj)-1] != '}' {
+		return nil, false
+	}
+	inner := bytes.TrimSpace(obj[1 : len(obj)-1])
+	out := make([]byte, 0, len(obj)+64*len(fields))
+	out = append(out, obj[:len(obj)-1]...)
+	for i, f := range fields {
+		if len(inner) > 0 || i > 0 {
+			out = append(out, ',')
+		}
+		out = appendJSONString(out, f.name)
+		out = append(out, ':')
+		out = appendJSONString(out, f.value)
+	}
+	return append(out, '}'), true
+}
+
+// appendJSONString appends s as a JSON string. The values the server
+// assigns are ids and codes, printable ASCII: those are copied as they are,
+// anything else is encoded by encoding/json.
+func appendJSONString(dst []byte, s string) []byte {
+	if !isPlainJSON(s) {
+		b, _ := json.Marshal(s) // a string always encodes
+		return append(dst, b...)
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"')
+}
+
+// isPlainJSON reports whether s is encoded in JSON as it is, between
+// quotes, by every encoder of this package: printable ASCII without quote,
+// backslash, or the characters encoding/json escapes for HTML.
+func isPlainJSON(s string) bool {
+	for i := range len(s) {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			return false
+		}
+	}
+	return true
+}
+
+// decodeDocument decodes a validated document into its typed command, its
+// integral numbers (2.0, 2e3) rewritten as integers first.
+func decodeDocument(typ events.Type, doc any) (events.Message, error) {
+	name := typ.Name
 	data, err := json.Marshal(integralNumbers(doc))
 	if err != nil {
 		return nil, fmt.Errorf("decode %s: re-encode document: %w", name, err)
@@ -388,26 +504,16 @@ func decodeCommand(name string, doc any) (events.Message, error) {
 }
 
 // requestHash fingerprints a request by method, path and the canonical
-// command document, so that a reused Idempotency-Key with another body is
-// recognised.
-func requestHash(r *http.Request, cmd events.Message) (string, error) {
-	canonical, err := json.Marshal(cmd)
-	if err != nil {
-		return "", fmt.Errorf("hash request: encode %s: %w", cmd.Name(), err)
-	}
+// command document (the typed command encoded as JSON), so that a reused
+// Idempotency-Key with another body is recognised.
+func requestHash(r *http.Request, canonical []byte) string {
 	h := sha256.New()
 	h.Write([]byte(r.Method))
 	h.Write([]byte{0})
 	h.Write([]byte(r.URL.Path))
 	h.Write([]byte{0})
 	h.Write(canonical)
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// topicOf returns the command topic of a wire name.
-func topicOf(name string) string {
-	t, _ := events.Lookup(name)
-	return t.Topic
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // integralNumbers rewrites, in place, every number of doc that has an

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -252,6 +253,14 @@ func TestCommandAccepted(t *testing.T) {
 			}
 			if body.Status != "pending" || body.Links.Command != commandURL {
 				t.Errorf("body = %+v, want status pending and links.command %s", body, commandURL)
+			}
+			// Byte for byte the JSON of its fields in order, one line, its
+			// length declared.
+			if want := mustJSON(t, body) + "\n"; rec.Body.String() != want {
+				t.Errorf("body = %q, want %q", rec.Body.String(), want)
+			}
+			if got, want := rec.Header().Get("Content-Length"), strconv.Itoa(rec.Body.Len()); got != want {
+				t.Errorf("Content-Length = %s, want %s", got, want)
 			}
 			if rec.Header().Get("Preference-Applied") != "" {
 				t.Errorf("Preference-Applied set without a Prefer header")
@@ -822,6 +831,37 @@ func TestRecentCommandsAreBounded(t *testing.T) {
 		for i, want := range []int{http.StatusOK, http.StatusNotFound, http.StatusOK} {
 			if got := e.do(http.MethodGet, "/v1/commands/"+ids[i], "", "").Code; got != want {
 				t.Errorf("GET command %d = %d, want %d", i, got, want)
+			}
+		}
+	})
+	t.Run("many more commands than entries", func(t *testing.T) {
+		// Entries are dropped and their places taken again and again; the
+		// record keeps exactly the most recently used ones, each as it was.
+		e := newEnv(t, func(c *gateway.Config) { c.RecentCommands = 3 })
+		var accepted []acceptedBody
+		for i := range 10 {
+			var a acceptedBody
+			decodeJSON(t, e.post(pay.path, mustJSON(t, pay.valid)), http.StatusAccepted, &a)
+			accepted = append(accepted, a)
+			if i == 7 {
+				// Used again after two newer ones: it stays, they go first.
+				decodeJSON(t, e.do(http.MethodGet, "/v1/commands/"+accepted[5].CommandID, "", ""), http.StatusOK, &commands.Outcome{})
+			}
+		}
+		known := map[int]bool{5: true, 8: true, 9: true}
+		for i, a := range accepted {
+			rec := e.do(http.MethodGet, "/v1/commands/"+a.CommandID, "", "")
+			if !known[i] {
+				if rec.Code != http.StatusNotFound {
+					t.Errorf("GET command %d = %d, want 404: it fell out of the record", i, rec.Code)
+				}
+				continue
+			}
+			var o commands.Outcome
+			decodeJSON(t, rec, http.StatusOK, &o)
+			if o.CommandID != a.CommandID || o.Status != commands.StatusPending || o.Type != (events.PayOrder{}).Name() ||
+				"/v1/orders/"+o.AggregateID != a.Links.Resource || o.AcceptedAt.IsZero() {
+				t.Errorf("GET command %d = %+v, want the pending %s of %s", i, o, a.CommandID, a.Links.Resource)
 			}
 		}
 	})

@@ -190,6 +190,7 @@ type Gateway struct {
 	deps   Deps
 	log    *slog.Logger
 	router *mux.Router
+	index  *routeIndex // names each request's route (routeindex.go)
 	gov    *governance
 	recent *recentCommands
 }
@@ -206,6 +207,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	g.gov = newGovernance(cfg.Rules, cfg.Logger)
 	g.deps = g.gov.guard(deps) // governance: read edges behind breakers
 	g.router = g.routes()
+	g.index = newRouteIndex(g.router)
 	return g, nil
 }
 

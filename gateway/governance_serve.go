@@ -142,14 +142,17 @@ type deadlineKey struct{}
 // and the route's timeout. The health check is not governed.
 func (g *Gateway) govern(router *mux.Router) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		route := routeKey(router, r)
+		route := g.index.key(r)
 		if route == healthRoute {
 			router.ServeHTTP(w, r)
 			return
 		}
 		lr := g.gov.live.Load()
 
-		client := clientOf(r, lr.rules.Clients.IDHeader)
+		var client string
+		if len(lr.limits) > 0 { // who the client is matters to rate limits only
+			client = clientOf(r, lr.rules.Clients.IDHeader)
+		}
 		v := lr.admit(route, client, time.Now())
 		v.setHeaders(w.Header())
 		if !v.ok {
@@ -169,6 +172,10 @@ func (g *Gateway) govern(router *mux.Router) http.Handler {
 		ctx, cancel := context.WithTimeout(r.Context(), timeout)
 		defer cancel()
 		ctx = context.WithValue(ctx, deadlineKey{}, requestDeadline{route: route, timeout: timeout})
+		if h := g.index.handler(r); h != nil { // a route without path variables (routeindex.go)
+			h.ServeHTTP(w, r.WithContext(ctx))
+			return
+		}
 		router.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
@@ -277,6 +284,6 @@ func timeoutProblem(r *http.Request, d requestDeadline) problem {
 // Route returns the path template of the route r is for ("/v1/orders/{id}"),
 // or "" when no route matches. Telemetry labels metrics and spans with it.
 func (g *Gateway) Route(r *http.Request) string {
-	_, tpl, _ := strings.Cut(routeKey(g.router, r), " ")
+	_, tpl, _ := strings.Cut(g.index.key(r), " ")
 	return tpl
 }

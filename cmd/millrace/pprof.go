@@ -7,7 +7,8 @@ import (
 	"strings"
 )
 
-// pprofPrefix is where `millrace dev --pprof` serves Go's profiles.
+// pprofPrefix is where `millrace dev --pprof` and the roles' --pprof serve
+// Go's profiles.
 const pprofPrefix = "/debug/pprof/"
 
 // checkPprof refuses --pprof on an address other than loopback: the
@@ -20,8 +21,8 @@ func checkPprof(on bool, addr string) error {
 }
 
 // withPprof serves Go's runtime profiles (net/http/pprof) under
-// /debug/pprof/ in front of h, for `millrace dev --pprof` on a loopback
-// address (checkPprof):
+// /debug/pprof/ in front of h, for `millrace dev --pprof` and `millrace
+// <role> --pprof` on a loopback address (checkPprof):
 //
 //	go tool pprof 'http://127.0.0.1:8080/debug/pprof/profile?seconds=10'
 //	curl 'http://127.0.0.1:8080/debug/pprof/goroutine?debug=1'

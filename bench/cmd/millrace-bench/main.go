@@ -5,6 +5,7 @@
 //	millrace-bench                 full mode (several minutes; builds daprd once)
 //	millrace-bench -quick -out -   quick mode, table on stdout
 //	millrace-bench serve KIND      run one of the servers the harness measures
+//	millrace-bench load -url URL   the intake load against one server, to profile it by hand
 //
 // Run it from the repository (make bench does).
 package main
@@ -22,6 +23,9 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/millrace/millrace/bench"
 )
@@ -39,6 +43,9 @@ func main() {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "serve" {
 		return bench.Serve(ctx, args[1:], stdout)
+	}
+	if len(args) > 0 && args[0] == "load" {
+		return runLoad(ctx, args[1:], stdout, stderr)
 	}
 	fs := flag.NewFlagSet("millrace-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -79,6 +86,33 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "results written to %s\n", *out)
+	return nil
+}
+
+// runLoad sends the intake load (valid orders of one made-up user) to one
+// URL and prints what it measured: for profiling a server started by hand,
+// e.g. `millrace gateway --pprof`, while the load runs.
+func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("millrace-bench load", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	l := bench.Load{Body: bench.OrderBody(uuid.NewString())}
+	fs.StringVar(&l.URL, "url", "", "URL to POST the orders to, e.g. http://127.0.0.1:8080/v1/orders; required")
+	fs.IntVar(&l.Connections, "connections", 64, "connections, each sending its next request once the last was answered")
+	fs.DurationVar(&l.Warmup, "warmup", 2*time.Second, "time before measuring")
+	fs.DurationVar(&l.Duration, "duration", 10*time.Second, "measured time")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	res, err := l.Run(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%.0f requests/s, p50 %s, p99 %s, p99.9 %s, max %s, %d errors",
+		res.RPS(), res.Latency.P50, res.Latency.P99, res.Latency.P999, res.Latency.Max, res.Errors)
+	if res.FirstError != "" {
+		fmt.Fprintf(stdout, " (first: %s)", res.FirstError)
+	}
+	fmt.Fprintln(stdout)
 	return nil
 }
 
