@@ -84,7 +84,7 @@ func buildPlatform(ctx context.Context, cfg devConfig, brokers []string, logger 
 	// that wrong credentials stop the start with one clear error
 	// (wire_security.go); then topics, since publishing to a missing topic
 	// fails.
-	kcfg := cfg.Security.Kafka.apply(kafka.Config{Brokers: brokers, ClientID: "millrace-dev"})
+	kcfg := cfg.Security.Kafka.apply(kafka.Config{Brokers: brokers, ClientID: "millrace-dev", Partitioner: cfg.KafkaPartitioner})
 	a.kafka = kcfg
 	if err := connectKafka(ctx, kcfg, cfg.Partitions); err != nil {
 		return a, err

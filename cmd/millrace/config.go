@@ -6,11 +6,13 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
 
 	"github.com/millrace/millrace/platform/config"
+	"github.com/millrace/millrace/platform/kafka"
 )
 
 // devConfig is the configuration of `millrace dev`. Flags win over
@@ -26,6 +28,10 @@ type devConfig struct {
 	KafkaBrokers []string
 	// KafkaAddr is where the embedded broker listens.
 	KafkaAddr string
+	// KafkaPartitioner is how millrace's producers hash record keys to
+	// partitions; the producers of other services sharing the topics must
+	// hash the same way (docs/adr/0006-key-partitioning.md).
+	KafkaPartitioner kafka.Partitioner
 	// Partitions of every topic millrace creates.
 	Partitions int
 	// MaxBodyBytes bounds request bodies at the gateway.
@@ -104,6 +110,7 @@ func (c devConfig) Validate() error {
 	if _, err := config.KVKey(c.Env, c.Role); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.KafkaPartitioner.Validate())
 	errs = append(errs, c.Security.validate(len(c.KafkaBrokers) > 0))
 	return errors.Join(errs...)
 }
@@ -118,6 +125,7 @@ func bindDevFlags(fs *pflag.FlagSet, c *devConfig, getenv func(string) string) {
 	fs.StringVar(&c.HTTPAddr, "http-addr", envOr(getenv, "MILLRACE_HTTP_ADDR", "127.0.0.1:8080"), "gateway listen address (MILLRACE_HTTP_ADDR)")
 	fs.StringVar(&c.KafkaAddr, "kafka-addr", envOr(getenv, "MILLRACE_KAFKA_ADDR", "127.0.0.1:9092"), "embedded broker listen address (MILLRACE_KAFKA_ADDR)")
 	fs.StringSliceVar(&c.KafkaBrokers, "kafka-brokers", splitList(getenv("KAFKA_BROKERS")), "external Kafka brokers; empty runs the embedded broker (KAFKA_BROKERS)")
+	bindPartitionerFlag(fs, &c.KafkaPartitioner, getenv)
 	fs.IntVar(&c.Partitions, "partitions", partitions, "partitions of each topic millrace creates (MILLRACE_PARTITIONS, default 3)")
 	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", 1<<20, "largest request body the gateway accepts")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a graceful shutdown may take")
@@ -140,6 +148,17 @@ const (
 func bindRulesKeyFlags(fs *pflag.FlagSet, env, role *string, getenv func(string) string) {
 	fs.StringVar(env, "env", envOr(getenv, "MILLRACE_ENV", defaultEnv), "environment this process belongs to; names its rules in Consul KV, millrace/<env>/<role>/rules (MILLRACE_ENV)")
 	fs.StringVar(role, "role", envOr(getenv, "MILLRACE_ROLE", defaultRole), "role of this process; names its rules in Consul KV (MILLRACE_ROLE)")
+}
+
+// bindPartitionerFlag registers --kafka-partitioner, shared by dev and the
+// roles: every process that produces to the topics.
+func bindPartitionerFlag(fs *pflag.FlagSet, p *kafka.Partitioner, getenv func(string) string) {
+	names := make([]string, 0, len(kafka.Partitioners()))
+	for _, n := range kafka.Partitioners() {
+		names = append(names, string(n))
+	}
+	fs.StringVar((*string)(p), "kafka-partitioner", envOr(getenv, "KAFKA_PARTITIONER", string(kafka.DefaultPartitioner)),
+		"how record keys are hashed to partitions: "+strings.Join(names, ", ")+"; murmur2 for topics shared with Java producers (KAFKA_PARTITIONER)")
 }
 
 // kafkaFlags are the flags shared by the commands that only talk to a broker.

@@ -37,6 +37,11 @@ func TestRoleConfigValidate(t *testing.T) {
 		{"gateway without consul", "gateway", []string{"--kafka-brokers", "k:9092"}, nil,
 			[]string{"the gateway role finds the other roles in Consul: set CONSUL_HTTP_ADDR"}},
 		{"gateway", "gateway", []string{"--kafka-brokers", "k:9092"}, map[string]string{"CONSUL_HTTP_ADDR": "127.0.0.1:8500"}, nil},
+		{"java partitioner", "worker", []string{"--kafka-brokers", "k:9092", "--kafka-partitioner", "murmur2"}, nil, nil},
+		{"partitioner from the environment", "worker", nil, map[string]string{"KAFKA_BROKERS": "k:9092", "KAFKA_PARTITIONER": "murmur"},
+			[]string{`kafka partitioner "murmur"`}},
+		{"unknown partitioner", "worker", []string{"--kafka-brokers", "k:9092", "--kafka-partitioner", "murmur3"}, nil,
+			[]string{`kafka partitioner "murmur3": want one of [fnv1a murmur2 crc32]`}},
 		{"every problem at once", "gateway", []string{"--max-body-bytes", "10", "--http-addr", "8080"}, nil,
 			[]string{"kafka brokers: none given", "max body bytes 10", `http address "8080"`, "CONSUL_HTTP_ADDR"}},
 	}

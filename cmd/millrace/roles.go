@@ -248,6 +248,7 @@ func bindRoleFlags(fs *pflag.FlagSet, spec roleSpec, c *roleConfig, getenv func(
 		fs.StringVar(&c.DataDir, "data-dir", envOr(getenv, "MILLRACE_DATA_DIR", ".millrace"), "directory of the SQLite files, shared by the instances of the role on this machine (MILLRACE_DATA_DIR)")
 	}
 	fs.StringSliceVar(&c.KafkaBrokers, "kafka-brokers", splitList(getenv("KAFKA_BROKERS")), "Kafka brokers, host:port, comma-separated; required (KAFKA_BROKERS)")
+	bindPartitionerFlag(fs, &c.KafkaPartitioner, getenv)
 	fs.IntVar(&c.Partitions, "partitions", partitions, "partitions of each topic millrace creates when missing (MILLRACE_PARTITIONS, default 3)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a graceful shutdown may take")
 	fs.StringVar(&c.LogLevel, "log-level", envOr(getenv, "MILLRACE_LOG_LEVEL", "info"), "debug, info, warn or error (MILLRACE_LOG_LEVEL)")
@@ -314,7 +315,7 @@ func runRole(ctx context.Context, spec roleSpec, cfg roleConfig, getenv func(str
 	}
 	sec.warnOpen(cfg.HTTPAddr)
 
-	kcfg := cfg.Security.Kafka.apply(kafka.Config{Brokers: cfg.KafkaBrokers, ClientID: "millrace-" + spec.name})
+	kcfg := cfg.Security.Kafka.apply(kafka.Config{Brokers: cfg.KafkaBrokers, ClientID: "millrace-" + spec.name, Partitioner: cfg.KafkaPartitioner})
 	if err := connectKafka(ctx, kcfg, cfg.Partitions); err != nil {
 		return err
 	}

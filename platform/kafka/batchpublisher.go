@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"slices"
 	"sync"
@@ -81,9 +80,9 @@ func (o BatchPublisherOptions) Validate() error {
 //
 // Records are the same as NewPublisher's: Marshaler turns each message into
 // a CloudEvents binary-mode record, and the record key (ce_partitionkey) is
-// hashed to a partition exactly as Sarama's hash partitioner does (FNV-1a),
-// so one aggregate lands in the same partition whichever millrace publisher
-// wrote it. Writes are idempotent with acks from all in-sync replicas: a
+// hashed to a partition by cfg.Partitioner exactly as NewPublisher's Sarama
+// producer does, so one aggregate lands in the same partition whichever
+// millrace publisher wrote it. Writes are idempotent with acks from all in-sync replicas: a
 // retried produce neither duplicates nor reorders records, so the messages of
 // one key keep the order in which they were published: the order within one
 // Publish call, and the order of calls that follow each other.
@@ -117,7 +116,7 @@ func NewBatchPublisher(cfg Config, opts BatchPublisherOptions, logger *slog.Logg
 	}
 	kopts := cfg.kgoOptions(
 		kgo.RequiredAcks(kgo.AllISRAcks()), // the default, stated: idempotence needs it
-		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(kgo.SaramaCompatHasher(fnv32a))),
+		kgo.RecordPartitioner(cfg.Partitioner.kgo()),
 		kgo.ProducerBatchCompression(kgo.NoCompression()), // as the Sarama publisher
 		kgo.ProducerLinger(opts.Linger),
 		kgo.RecordDeliveryTimeout(opts.DeliveryTimeout),
@@ -274,13 +273,6 @@ func recordOf(topic string, msg *message.Message) (*kgo.Record, error) {
 		rec.Key = []byte(key)
 	}
 	return rec, nil
-}
-
-// fnv32a is the hash of Sarama's hash partitioner.
-func fnv32a(b []byte) uint32 {
-	h := fnv.New32a()
-	_, _ = h.Write(b) // a hash.Hash never fails to write
-	return h.Sum32()
 }
 
 // kgoLogger bridges franz-go's logger to slog.

@@ -39,6 +39,10 @@ type Config struct {
 	// ReconnectRetrySleep is how long a subscriber waits between attempts to
 	// reconnect to the brokers; DefaultReconnectRetrySleep when zero.
 	ReconnectRetrySleep time.Duration
+	// Partitioner is how record keys are hashed to partitions by every
+	// producer millrace builds (partitioner.go); DefaultPartitioner when
+	// empty. Producers sharing topics must agree on it.
+	Partitioner Partitioner
 	// SASL authenticates the clients; TLS encrypts their connections
 	// (security.go). Both are off when zero. Check tries them at start.
 	SASL SASL
@@ -58,6 +62,7 @@ func (c *Config) setDefaults() {
 	if c.ReconnectRetrySleep == 0 {
 		c.ReconnectRetrySleep = DefaultReconnectRetrySleep
 	}
+	c.Partitioner = c.Partitioner.orDefault()
 }
 
 // Validate reports every problem with c at once. Fields left zero are fine
@@ -87,7 +92,7 @@ func (c Config) Validate() error {
 	if c.ReconnectRetrySleep < 0 {
 		errs = append(errs, fmt.Errorf("reconnect retry sleep %s: must not be negative", c.ReconnectRetrySleep))
 	}
-	errs = append(errs, c.SASL.Validate(), c.TLS.Validate())
+	errs = append(errs, c.Partitioner.Validate(), c.SASL.Validate(), c.TLS.Validate())
 	return errors.Join(errs...)
 }
 
@@ -96,7 +101,7 @@ func (c Config) Validate() error {
 //   - an idempotent producer that waits for all in-sync replicas and
 //     returns successes (what watermill-kafka's sync publisher needs), so a
 //     retried produce neither duplicates nor reorders records;
-//   - Sarama's hash partitioner on the record key, so one key (one
+//   - the record key hashed to a partition by Partitioner, so one key (one
 //     aggregate) always lands in the same partition;
 //   - no automatic topic creation: topics are declared with EnsureTopics;
 //   - consumer groups without a committed offset start at the oldest record;
@@ -122,7 +127,7 @@ func (c Config) Sarama() *sarama.Config {
 	sc.Producer.RequiredAcks = sarama.WaitForAll
 	sc.Producer.Return.Successes = true
 	sc.Producer.Return.Errors = true
-	sc.Producer.Partitioner = sarama.NewHashPartitioner
+	sc.Producer.Partitioner = c.Partitioner.sarama()
 	sc.Producer.Idempotent = true
 	sc.Producer.Retry.Max = 10
 	sc.Net.MaxOpenRequests = 1 // required by the idempotent producer
