@@ -26,6 +26,9 @@ import (
 const (
 	PipelineRaw      = "raw Sarama consumer group"
 	PipelineMillrace = "Watermill router + governance stack"
+	// PipelineBare is the same router and subscriber without millrace's
+	// middleware: what Watermill itself allows, shown for reference.
+	PipelineBare = "Watermill router, no middleware (reference)"
 )
 
 // pipelineTopic holds the events every pipeline run consumes from the start.
@@ -64,6 +67,9 @@ func measurePipeline(ctx context.Context, cfg Config, res *Results) (err error) 
 		}},
 		{PipelineMillrace, func(ctx context.Context, group string) (time.Duration, error) {
 			return consumeRouted(ctx, kcfg, group, cfg.PipelineEvents, filepath.Join(cfg.WorkDir, "poison-"+group+".db"))
+		}},
+		{PipelineBare, func(ctx context.Context, group string) (time.Duration, error) {
+			return consumeBare(ctx, kcfg, group, cfg.PipelineEvents)
 		}},
 	}
 	for run := range cfg.Runs {
@@ -181,6 +187,16 @@ func consumeRaw(ctx context.Context, kcfg kafka.Config, group string, n int) (ti
 	return took, errors.Join(err, cg.Close())
 }
 
+// consumeBare reads n events through a Watermill router without middleware,
+// on the watermill-kafka subscriber millrace dev uses.
+func consumeBare(ctx context.Context, kcfg kafka.Config, group string, n int) (time.Duration, error) {
+	r, err := message.NewRouter(message.RouterConfig{}, nil)
+	if err != nil {
+		return 0, err
+	}
+	return runRouter(ctx, kcfg, group, n, r)
+}
+
 // consumeRouted reads n events through a Watermill router with millrace's
 // governance stack and the watermill-kafka subscriber millrace dev uses.
 func consumeRouted(ctx context.Context, kcfg kafka.Config, group string, n int, poisonDB string) (_ time.Duration, err error) {
@@ -203,6 +219,12 @@ func consumeRouted(ctx context.Context, kcfg kafka.Config, group string, n int, 
 	if err != nil {
 		return 0, err
 	}
+	return runRouter(ctx, kcfg, group, n, r)
+}
+
+// runRouter consumes n events of the pipeline topic through r, with a
+// handler that only counts, and times them.
+func runRouter(ctx context.Context, kcfg kafka.Config, group string, n int, r *message.Router) (time.Duration, error) {
 	sub, err := kafka.NewSubscriber(kcfg, group, nil)
 	if err != nil {
 		return 0, err

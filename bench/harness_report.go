@@ -308,7 +308,10 @@ func (r *Results) WriteMarkdown(w io.Writer) error {
 
 	b.WriteString("\n#### Event pipeline: events/s from one topic (3 partitions), no-op handler\n\n| consumer | events/s | × raw |\n|---|---:|---:|\n")
 	raw := r.PipelineOf(PipelineRaw)
-	for _, name := range []string{PipelineRaw, PipelineMillrace} {
+	for _, name := range []string{PipelineRaw, PipelineMillrace, PipelineBare} {
+		if len(r.Pipeline[name]) == 0 {
+			continue
+		}
 		x := 0.0
 		if raw > 0 {
 			x = r.PipelineOf(name) / raw
