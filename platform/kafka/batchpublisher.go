@@ -11,8 +11,6 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"go.opentelemetry.io/otel/propagation"
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/millrace/millrace/platform/cloudevents"
 )
@@ -199,71 +197,19 @@ func (p *BatchPublisher) Close() error {
 // path). TestBatchPublisherWritesWhatThePublisherWrites holds the two to the
 // same records.
 func recordOf(topic string, msg *message.Message) (*kgo.Record, error) {
-	if msg == nil {
-		return nil, fmt.Errorf("marshal message for %s: message is nil", topic)
+	hs, err := planHeaders(topic, msg)
+	if err != nil {
+		return nil, err
 	}
-	if msg.UUID == "" {
-		return nil, fmt.Errorf("marshal message for %s: message has no UUID to use as ce_id", topic)
-	}
-
-	// As Marshaler: the trace context of the message's span, unless the
-	// message carries one already.
-	var traceHeaders propagation.MapCarrier
-	if msg.Metadata.Get(cloudevents.Traceparent) == "" {
-		if ctx := msg.Context(); trace.SpanContextFromContext(ctx).IsValid() {
-			traceHeaders = propagation.MapCarrier{}
-			propagation.TraceContext{}.Inject(ctx, traceHeaders)
-		}
-	}
-
-	keys := make([]string, 0, len(msg.Metadata))
-	for k := range msg.Metadata {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-
 	// The header values are copied into one buffer, sized up front.
-	size := len(msg.UUID) + len(cloudevents.Version)
-	for _, v := range msg.Metadata {
-		size += len(v)
-	}
-	for _, v := range traceHeaders {
-		size += len(v)
-	}
+	n, size := hs.size()
 	values := make([]byte, 0, size)
-	add := func(headers []kgo.RecordHeader, k, v string) []kgo.RecordHeader {
+	headers := make([]kgo.RecordHeader, 0, n)
+	hs.each(func(k, v string) {
 		start := len(values)
 		values = append(values, v...)
-		return append(headers, kgo.RecordHeader{Key: k, Value: values[start:len(values):len(values)]})
-	}
-
-	transport := cloudevents.TransportKeys()
-	headers := make([]kgo.RecordHeader, 0, len(keys)+3)
-	headers = add(headers, cloudevents.ID, msg.UUID)
-	hasSpecVersion := false
-	for _, k := range keys {
-		v := msg.Metadata[k]
-		switch {
-		case k == "", k == cloudevents.ID, slices.Contains(transport, k):
-			continue
-		case k == cloudevents.SpecVersion:
-			if v == "" {
-				continue
-			}
-			hasSpecVersion = true
-		case k == cloudevents.Tracestate && traceHeaders != nil:
-			continue // replaced by the injected trace context
-		}
-		headers = add(headers, k, v)
-	}
-	if !hasSpecVersion {
-		headers = add(headers, cloudevents.SpecVersion, cloudevents.Version)
-	}
-	for _, k := range []string{cloudevents.Traceparent, cloudevents.Tracestate} {
-		if v := traceHeaders.Get(k); v != "" {
-			headers = add(headers, k, v)
-		}
-	}
+		headers = append(headers, kgo.RecordHeader{Key: k, Value: values[start:len(values):len(values)]})
+	})
 
 	rec := &kgo.Record{Topic: topic, Headers: headers}
 	if msg.Payload != nil {

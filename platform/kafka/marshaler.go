@@ -41,56 +41,13 @@ var _ wmkafka.MarshalerUnmarshaler = Marshaler{}
 
 // Marshal turns msg into a record for topic.
 func (Marshaler) Marshal(topic string, msg *message.Message) (*sarama.ProducerMessage, error) {
-	if msg == nil {
-		return nil, fmt.Errorf("marshal message for %s: message is nil", topic)
+	hs, err := planHeaders(topic, msg)
+	if err != nil {
+		return nil, err
 	}
-	if msg.UUID == "" {
-		return nil, fmt.Errorf("marshal message for %s: message has no UUID to use as ce_id", topic)
-	}
-
-	// Inject the trace context of the message's span unless the message
-	// already carries one (a message forwarded with its original trace).
-	var traceHeaders propagation.MapCarrier
-	if msg.Metadata.Get(cloudevents.Traceparent) == "" {
-		if ctx := msg.Context(); trace.SpanContextFromContext(ctx).IsValid() {
-			traceHeaders = propagation.MapCarrier{}
-			propagation.TraceContext{}.Inject(ctx, traceHeaders)
-		}
-	}
-
-	keys := make([]string, 0, len(msg.Metadata))
-	for k := range msg.Metadata {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-
-	transport := cloudevents.TransportKeys()
-	headers := make([]sarama.RecordHeader, 0, len(keys)+3)
-	headers = append(headers, header(cloudevents.ID, msg.UUID))
-	hasSpecVersion := false
-	for _, k := range keys {
-		v := msg.Metadata[k]
-		switch {
-		case k == "", k == cloudevents.ID, slices.Contains(transport, k):
-			continue
-		case k == cloudevents.SpecVersion:
-			if v == "" {
-				continue
-			}
-			hasSpecVersion = true
-		case k == cloudevents.Tracestate && traceHeaders != nil:
-			continue // replaced by the injected trace context
-		}
-		headers = append(headers, header(k, v))
-	}
-	if !hasSpecVersion {
-		headers = append(headers, header(cloudevents.SpecVersion, cloudevents.Version))
-	}
-	for _, k := range []string{cloudevents.Traceparent, cloudevents.Tracestate} {
-		if v := traceHeaders.Get(k); v != "" {
-			headers = append(headers, header(k, v))
-		}
-	}
+	n, _ := hs.size()
+	headers := make([]sarama.RecordHeader, 0, n)
+	hs.each(func(k, v string) { headers = append(headers, header(k, v)) })
 
 	rec := &sarama.ProducerMessage{Topic: topic, Headers: headers}
 	if msg.Payload != nil {
@@ -100,6 +57,75 @@ func (Marshaler) Marshal(topic string, msg *message.Message) (*sarama.ProducerMe
 		rec.Key = sarama.StringEncoder(key)
 	}
 	return rec, nil
+}
+
+// recordHeaders are the headers of a message's record, as both publishers
+// write them (Marshal, and the batch publisher's recordOf): ce_id, then the
+// message's metadata sorted by key without the transport keys (with
+// ce_specversion added when missing), then the trace context of the
+// message's span unless the message already carries one (a message
+// forwarded with its original trace).
+type recordHeaders struct {
+	msg   *message.Message
+	keys  []string // the metadata keys written, sorted
+	spec  bool     // the metadata has a ce_specversion
+	trace propagation.MapCarrier
+}
+
+// planHeaders works out the record headers of msg for topic.
+func planHeaders(topic string, msg *message.Message) (recordHeaders, error) {
+	if msg == nil {
+		return recordHeaders{}, fmt.Errorf("marshal message for %s: message is nil", topic)
+	}
+	if msg.UUID == "" {
+		return recordHeaders{}, fmt.Errorf("marshal message for %s: message has no UUID to use as ce_id", topic)
+	}
+	hs := recordHeaders{msg: msg, keys: make([]string, 0, len(msg.Metadata))}
+	if msg.Metadata.Get(cloudevents.Traceparent) == "" {
+		if ctx := msg.Context(); trace.SpanContextFromContext(ctx).IsValid() {
+			hs.trace = propagation.MapCarrier{}
+			propagation.TraceContext{}.Inject(ctx, hs.trace)
+		}
+	}
+	transport := cloudevents.TransportKeys()
+	for k, v := range msg.Metadata {
+		switch {
+		case k == "", k == cloudevents.ID, slices.Contains(transport, k):
+			continue
+		case k == cloudevents.SpecVersion:
+			if v == "" {
+				continue
+			}
+			hs.spec = true
+		case k == cloudevents.Tracestate && hs.trace != nil:
+			continue // replaced by the injected trace context
+		}
+		hs.keys = append(hs.keys, k)
+	}
+	slices.Sort(hs.keys)
+	return hs, nil
+}
+
+// size is how many headers each gives, and the length of their values.
+func (hs recordHeaders) size() (n, bytes int) {
+	hs.each(func(_, v string) { n++; bytes += len(v) })
+	return n, bytes
+}
+
+// each calls add with every header, in order.
+func (hs recordHeaders) each(add func(k, v string)) {
+	add(cloudevents.ID, hs.msg.UUID)
+	for _, k := range hs.keys {
+		add(k, hs.msg.Metadata[k])
+	}
+	if !hs.spec {
+		add(cloudevents.SpecVersion, cloudevents.Version)
+	}
+	for _, k := range []string{cloudevents.Traceparent, cloudevents.Tracestate} {
+		if v := hs.trace.Get(k); v != "" {
+			add(k, v)
+		}
+	}
 }
 
 // Unmarshal turns a consumed record into a message. It fails only for a nil

@@ -90,16 +90,26 @@ type Accepted struct {
 	AcceptedAt                                time.Time
 }
 
-// pollInterval is how often Wait reads the log when nothing woke it: the
-// runner of this process wakes it on every commit (Committed), the poll
-// catches the commits of other processes writing the same file.
-const pollInterval = 10 * time.Millisecond
+// pollInterval is how soon Wait reads the log again when nothing woke it,
+// doubling up to maxPollInterval while it waits: the runner of this process
+// wakes it when a commit touched its command (Committed), the polls catch
+// the commits of other processes writing the same file. (A poll per waiter
+// every 10 ms was, with the thousands of requests waiting when the pipeline
+// fell behind, most of the CPU: the lookups made it fall further behind.)
+const (
+	pollInterval    = 10 * time.Millisecond
+	maxPollInterval = 250 * time.Millisecond
+)
 
 // Projection is the command log. Apply is called by a projections.Runner;
 // the other methods are safe for concurrent use with it and with each other.
 // It does not own the database.
 type Projection struct {
 	db *sql.DB
+
+	// reads are the prepared reads of Get, one per version (readStmt).
+	stmtMu sync.Mutex
+	reads  map[int]*sql.Stmt
 
 	// Wait's waiters, woken when their command's outcome may have changed:
 	// Apply notes the ids it changed that someone waits for, Committed
@@ -352,8 +362,11 @@ func (p *Projection) Get(ctx context.Context, id string) (Outcome, error) {
 		found bool
 	)
 	err := projections.Read(ctx, p.db, p.Name(), func(tx *sql.Tx, v int) error {
-		var err error
-		o, found, err = load(ctx, tx, projections.Table(p.Name(), v, "outcomes"), id)
+		stmt, err := p.readStmt(ctx, v)
+		if err != nil {
+			return err
+		}
+		o, found, err = scanOutcome(tx.StmtContext(ctx, stmt).QueryRowContext(ctx, id))
 		return err
 	})
 	if err != nil {
@@ -366,12 +379,14 @@ func (p *Projection) Get(ctx context.Context, id string) (Outcome, error) {
 }
 
 // Wait returns a command's outcome once it is no longer pending, reading the
-// log after every commit of this process's runner and every 10 ms. When ctx is done first it returns the latest outcome read,
+// log after every commit of this process's runner that touched the command,
+// and on a timer (10 ms, doubling to 250 ms) for the commits of others. When ctx is done first it returns the latest outcome read,
 // still pending, and a nil error; if the log never knew the command by then,
 // ErrNotFound. Other read failures are returned at once.
 func (p *Projection) Wait(ctx context.Context, id string) (Outcome, error) {
-	ticker := time.NewTicker(pollInterval)
-	defer ticker.Stop()
+	poll := pollInterval
+	timer := time.NewTimer(poll)
+	defer timer.Stop()
 	var (
 		latest Outcome
 		known  bool
@@ -399,7 +414,11 @@ func (p *Projection) Wait(ctx context.Context, id string) (Outcome, error) {
 			}
 			return latest, nil
 		case <-woken:
-		case <-ticker.C:
+		case <-timer.C:
+			// Nothing this process committed touched it: look less
+			// often, so that many waiters do not add up to a load.
+			poll = min(2*poll, maxPollInterval)
+			timer.Reset(poll)
 		}
 	}
 }
@@ -433,15 +452,45 @@ type queryer interface {
 }
 
 func load(ctx context.Context, q queryer, table, id string) (Outcome, bool, error) {
+	return scanOutcome(q.QueryRowContext(ctx, selectOutcome(table), id))
+}
+
+// selectOutcome reads one outcome of table by command id.
+func selectOutcome(table string) string {
+	return `
+SELECT command_id, type, aggregate_id, status, event_ids, event_types, code, reason, accepted_at, completed_at, request_hash, positions
+FROM ` + table + ` WHERE command_id = ?`
+}
+
+// readStmt is selectOutcome of version v's table, prepared once: Get is
+// what every waiting request asks, and parsing its SQL each time cost more
+// than running it.
+func (p *Projection) readStmt(ctx context.Context, v int) (*sql.Stmt, error) {
+	p.stmtMu.Lock()
+	defer p.stmtMu.Unlock()
+	if stmt := p.reads[v]; stmt != nil {
+		return stmt, nil
+	}
+	stmt, err := p.db.PrepareContext(ctx, selectOutcome(projections.Table(p.Name(), v, "outcomes")))
+	if err != nil {
+		return nil, fmt.Errorf("prepare the read of an outcome: %w", err)
+	}
+	if p.reads == nil {
+		p.reads = map[int]*sql.Stmt{}
+	}
+	p.reads[v] = stmt
+	return stmt, nil
+}
+
+// scanOutcome reads the row of selectOutcome; false when there is none.
+func scanOutcome(row *sql.Row) (Outcome, bool, error) {
 	var (
 		o                     Outcome
 		status                string
 		ids, types, positions string
 		accepted, completed   int64
 	)
-	err := q.QueryRowContext(ctx, `
-SELECT command_id, type, aggregate_id, status, event_ids, event_types, code, reason, accepted_at, completed_at, request_hash, positions
-FROM `+table+` WHERE command_id = ?`, id).Scan(
+	err := row.Scan(
 		&o.CommandID, &o.Type, &o.AggregateID, &status, &ids, &types, &o.Code, &o.Reason, &accepted, &completed, &o.RequestHash, &positions)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Outcome{}, false, nil
