@@ -86,22 +86,11 @@ type RouteRequirement struct {
 // serves; docs/security.md is generated from it.
 func RouteRequirements() []RouteRequirement {
 	var out []RouteRequirement
-	_ = (&Gateway{}).routes().Walk(func(route *mux.Route, _ *mux.Router, _ []*mux.Route) error {
-		tpl, err := route.GetPathTemplate()
-		if err != nil {
-			return nil
+	eachRoute((&Gateway{}).routes(), func(_ *mux.Route, m, tpl string, methods []string) {
+		if m == http.MethodHead && slices.Contains(methods, http.MethodGet) {
+			return // listed with its GET
 		}
-		methods, err := route.GetMethods()
-		if err != nil {
-			return nil
-		}
-		for _, m := range methods {
-			if m == http.MethodHead && slices.Contains(methods, http.MethodGet) {
-				continue // listed with its GET
-			}
-			out = append(out, RouteRequirement{Method: m, Path: tpl, Requirement: requirementOf(m + " " + tpl)})
-		}
-		return nil
+		out = append(out, RouteRequirement{Method: m, Path: tpl, Requirement: requirementOf(m + " " + tpl)})
 	})
 	return out
 }

@@ -363,23 +363,10 @@ func routeHint(msg string, allowAll bool, routes []string) string {
 // dependency.
 func governedRoutes() []string {
 	var keys []string
-	_ = (&Gateway{}).routes().Walk(func(route *mux.Route, _ *mux.Router, _ []*mux.Route) error {
-		// A route without a path template or methods cannot be named by a
-		// rule; the gateway declares none.
-		tpl, err := route.GetPathTemplate()
-		if err != nil {
-			return nil
+	eachRoute((&Gateway{}).routes(), func(_ *mux.Route, m, tpl string, _ []string) {
+		if key := m + " " + tpl; m != http.MethodHead && key != healthRoute {
+			keys = append(keys, key)
 		}
-		methods, err := route.GetMethods()
-		if err != nil {
-			return nil
-		}
-		for _, m := range methods {
-			if key := m + " " + tpl; m != http.MethodHead && key != healthRoute {
-				keys = append(keys, key)
-			}
-		}
-		return nil
 	})
 	return keys
 }

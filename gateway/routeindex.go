@@ -45,6 +45,33 @@ func newRouteIndex(router *mux.Router) *routeIndex {
 		static:       make(map[string]map[string]staticRoute),
 		requirements: map[string]auth.Requirement{"": requirementOf("")},
 	}
+	eachRoute(router, func(route *mux.Route, m, tpl string, _ []string) {
+		if strings.ContainsAny(tpl, "{}") {
+			key := strings.Replace(m, http.MethodHead, http.MethodGet, 1) + " " + tpl
+			ix.requirements[key] = requirementOf(key)
+			return
+		}
+		// What the router answers for exactly this method and path.
+		probe := &http.Request{Method: m, URL: &url.URL{Path: tpl}, Header: http.Header{}}
+		var match mux.RouteMatch
+		if !router.Match(probe, &match) || match.MatchErr != nil || match.Route != route || match.Handler == nil {
+			return // another route answers, or none: the router decides
+		}
+		key := routeKey(router, probe)
+		if ix.static[tpl] == nil {
+			ix.static[tpl] = make(map[string]staticRoute)
+		}
+		ix.static[tpl][m] = staticRoute{key: key, handler: match.Handler}
+		ix.requirements[key] = requirementOf(key)
+	})
+	return ix
+}
+
+// eachRoute calls fn with every method of every route of router, in the
+// order the routes are declared, with the route's path template and all
+// its methods. Routes without a template or methods are skipped: the
+// gateway declares none, and nothing could name them.
+func eachRoute(router *mux.Router, fn func(route *mux.Route, method, tpl string, methods []string)) {
 	_ = router.Walk(func(route *mux.Route, _ *mux.Router, _ []*mux.Route) error {
 		tpl, err := route.GetPathTemplate()
 		if err != nil {
@@ -55,27 +82,10 @@ func newRouteIndex(router *mux.Router) *routeIndex {
 			return nil
 		}
 		for _, m := range methods {
-			if strings.ContainsAny(tpl, "{}") {
-				key := strings.Replace(m, http.MethodHead, http.MethodGet, 1) + " " + tpl
-				ix.requirements[key] = requirementOf(key)
-				continue
-			}
-			// What the router answers for exactly this method and path.
-			probe := &http.Request{Method: m, URL: &url.URL{Path: tpl}, Header: http.Header{}}
-			var match mux.RouteMatch
-			if !router.Match(probe, &match) || match.MatchErr != nil || match.Route != route || match.Handler == nil {
-				continue // another route answers, or none: the router decides
-			}
-			key := routeKey(router, probe)
-			if ix.static[tpl] == nil {
-				ix.static[tpl] = make(map[string]staticRoute)
-			}
-			ix.static[tpl][m] = staticRoute{key: key, handler: match.Handler}
-			ix.requirements[key] = requirementOf(key)
+			fn(route, m, tpl, methods)
 		}
 		return nil
 	})
-	return ix
 }
 
 // key names the route r is for, as routeKey does.
