@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -8,6 +10,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/millrace/millrace/handlers/notifications"
+	"github.com/millrace/millrace/projections/commands"
 	"github.com/millrace/millrace/projections/orders"
 )
 
@@ -23,11 +26,39 @@ type userNotifications struct {
 	Notifications []notifications.Notification `json:"notifications"`
 }
 
+// getCommand answers a command's outcome. With Prefer: wait=N it waits, up
+// to N seconds, while the command is pending, as the POST that sent it
+// would have; and a command this gateway does not know yet is waited for
+// too when its id is fresh (mintedRecently): another gateway accepted it a
+// moment ago, and the command log has not consumed it yet.
 func (g *Gateway) getCommand(w http.ResponseWriter, r *http.Request) error {
 	id := mux.Vars(r)["id"]
 	o, err := g.lookup(r.Context(), id) // the log, else this gateway's record (command.go)
-	if err != nil {
+	wait, waiting := preferredWait(r.Header.Values("Prefer"), g.cfg.MaxWait)
+	unknown := errors.Is(err, commands.ErrNotFound)
+	switch {
+	case err != nil && !(unknown && waiting && mintedRecently(id, time.Now())):
 		return &lookupError{resource: "command", id: id, err: err}
+	case !waiting:
+		return writeJSON(w, http.StatusOK, o)
+	}
+	w.Header().Set("Preference-Applied", fmt.Sprintf("wait=%d", int64(wait/time.Second)))
+	if unknown || o.Status == commands.StatusPending {
+		ctx, cancel := context.WithTimeout(r.Context(), wait)
+		latest, err := g.deps.Commands.Wait(ctx, id)
+		cancel()
+		switch {
+		case err == nil:
+			o = latest
+		case errors.Is(err, commands.ErrNotFound) && unknown:
+			// Never became known within the wait.
+			w.Header().Del("Preference-Applied")
+			return &lookupError{resource: "command", id: id, err: err}
+		case errors.Is(err, commands.ErrNotFound):
+			// Known here, not yet consumed by the log: still pending.
+		default:
+			return fmt.Errorf("wait for command %s: %w", id, err)
+		}
 	}
 	return writeJSON(w, http.StatusOK, o)
 }

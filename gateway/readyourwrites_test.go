@@ -248,3 +248,47 @@ func uuidV7At(t *testing.T, at time.Time) string {
 	}
 	return u.String()
 }
+
+// GET /v1/commands/{id} with Prefer: wait waits for the outcome, on any
+// gateway: one that never saw the command waits for a fresh id to become
+// known; an unknown id that is not fresh is 404 at once.
+func TestGetCommandWaits(t *testing.T) {
+	e := newEnv(t)
+	e.mustFeed(t, events.UserRegistered{UserID: someUser, Email: "ada@example.com", FullName: "Ada", RegisteredAt: time.Now()})
+	var a acceptedBody
+	decodeJSON(t, e.post("/v1/orders", `{"user_id":"`+someUser+`","lines":[{"sku":"A","quantity":1,"unit_price_cents":5}]}`),
+		http.StatusAccepted, &a)
+	orderID := strings.TrimPrefix(a.Links.Resource, "/v1/orders/")
+	other := readAfterGateway(t, e, runnerProgress{e}) // never saw the command, MaxWait 5 s
+	// Before the log has it, the other gateway does not know it.
+	assertProblem(t, get(other, "/v1/commands/"+a.CommandID), http.StatusNotFound, gateway.ProblemNotFound)
+
+	answered := make(chan *httptest.ResponseRecorder, 2)
+	go func() { answered <- get(e.handler, "/v1/commands/"+a.CommandID, "Prefer", "wait=20") }()
+	go func() { answered <- get(other, "/v1/commands/"+a.CommandID, "Prefer", "wait=20") }()
+	placed := events.OrderPlacedV2{OrderID: orderID, UserID: someUser, Currency: "EUR", TotalCents: 5, ItemCount: 1, PlacedAt: time.Now(),
+		Lines: []events.PricedLine{{SKU: "A", Quantity: 1, UnitPriceCents: 5, LineTotalCents: 5}}}
+	e.mustFeed(t, placed, projectiontest.CausedBy(a.CommandID))
+	for range 2 {
+		select {
+		case rec := <-answered:
+			if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"status":"succeeded"`) ||
+				!strings.HasPrefix(rec.Header().Get("Preference-Applied"), "wait=") {
+				t.Errorf("GET with Prefer: wait = %d %s (Preference-Applied %q), want 200 succeeded",
+					rec.Code, rec.Body, rec.Header().Get("Preference-Applied"))
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatal("the waiting GETs were not answered once the command succeeded")
+		}
+	}
+
+	for name, tc := range map[string]struct{ id, wait string }{
+		"a fresh id never accepted, after its wait": {uuidV7At(t, time.Now()), "wait=1"},
+		"an id minted an hour ago":                  {uuidV7At(t, time.Now().Add(-time.Hour)), "wait=20"},
+		"not a command id":                          {"no-such-command", "wait=20"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			assertProblem(t, get(other, "/v1/commands/"+tc.id, "Prefer", tc.wait), http.StatusNotFound, gateway.ProblemNotFound)
+		})
+	}
+}
