@@ -192,12 +192,7 @@ func TestReadAfterACommandTheLogHasNotConsumed(t *testing.T) {
 // of refusing it as unknown, and is answered once the read model has it.
 // An old id, or one that carries no time, is refused at once.
 func TestReadAfterACommandAcceptedElsewhere(t *testing.T) {
-	e := newEnv(t)
-	e.mustFeed(t, events.UserRegistered{UserID: someUser, Email: "ada@example.com", FullName: "Ada", RegisteredAt: time.Now()})
-	var a acceptedBody
-	decodeJSON(t, e.post("/v1/orders", `{"user_id":"`+someUser+`","lines":[{"sku":"A","quantity":1,"unit_price_cents":5}]}`),
-		http.StatusAccepted, &a)
-	orderID := strings.TrimPrefix(a.Links.Resource, "/v1/orders/")
+	e, a, orderID := orderAccepted(t)
 	other := readAfterGateway(t, e, runnerProgress{e}) // its own record of accepted commands: empty
 
 	p := assertProblem(t, get(other, "/v1/orders/"+orderID+"?after="+a.CommandID, "Prefer", "wait=1"),
@@ -235,6 +230,18 @@ func TestReadAfterACommandAcceptedElsewhere(t *testing.T) {
 	}
 }
 
+// orderAccepted is an env with a registered user and an order of one item
+// accepted by the env's gateway: its 202 and the order's id.
+func orderAccepted(t *testing.T) (*env, acceptedBody, string) {
+	t.Helper()
+	e := newEnv(t)
+	e.mustFeed(t, events.UserRegistered{UserID: someUser, Email: "ada@example.com", FullName: "Ada", RegisteredAt: time.Now()})
+	var a acceptedBody
+	decodeJSON(t, e.post("/v1/orders", `{"user_id":"`+someUser+`","lines":[{"sku":"A","quantity":1,"unit_price_cents":5}]}`),
+		http.StatusAccepted, &a)
+	return e, a, strings.TrimPrefix(a.Links.Resource, "/v1/orders/")
+}
+
 // uuidV7At is a UUIDv7 with the time at.
 func uuidV7At(t *testing.T, at time.Time) string {
 	t.Helper()
@@ -253,12 +260,7 @@ func uuidV7At(t *testing.T, at time.Time) string {
 // gateway: one that never saw the command waits for a fresh id to become
 // known; an unknown id that is not fresh is 404 at once.
 func TestGetCommandWaits(t *testing.T) {
-	e := newEnv(t)
-	e.mustFeed(t, events.UserRegistered{UserID: someUser, Email: "ada@example.com", FullName: "Ada", RegisteredAt: time.Now()})
-	var a acceptedBody
-	decodeJSON(t, e.post("/v1/orders", `{"user_id":"`+someUser+`","lines":[{"sku":"A","quantity":1,"unit_price_cents":5}]}`),
-		http.StatusAccepted, &a)
-	orderID := strings.TrimPrefix(a.Links.Resource, "/v1/orders/")
+	e, a, orderID := orderAccepted(t)
 	other := readAfterGateway(t, e, runnerProgress{e}) // never saw the command, MaxWait 5 s
 	// Before the log has it, the other gateway does not know it.
 	assertProblem(t, get(other, "/v1/commands/"+a.CommandID), http.StatusNotFound, gateway.ProblemNotFound)
