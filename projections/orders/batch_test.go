@@ -2,11 +2,9 @@ package orders_test
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
-	"strings"
 	"testing"
 	"time"
 
@@ -80,12 +78,13 @@ func TestApplyBatchEqualsApply(t *testing.T) {
 			}
 
 			for _, table := range []string{"orders", "users"} {
-				w, g := dump(t, want, table), dump(t, got, table)
+				name := projections.Table("orders", 1, table)
+				w, g := projectiontest.Rows(t, want, name), projectiontest.Rows(t, got, name)
 				if len(w) == 0 {
 					t.Fatalf("table %s is empty: the log tests nothing", table)
 				}
 				if !reflect.DeepEqual(g, w) {
-					t.Errorf("table %s: batched has %d rows, one by one %d; first difference:\n%s", table, len(g), len(w), firstDiff(g, w))
+					t.Errorf("table %s: batched has %d rows, one by one %d; first difference:\n%s", table, len(g), len(w), projectiontest.FirstDiff(g, w))
 				}
 			}
 		})
@@ -151,55 +150,4 @@ func orderLog(t *testing.T, seed uint64, n int) []*message.Message {
 		}
 	}
 	return out
-}
-
-// dump returns every row of one table of version 1 of orders, ordered by
-// its key, each row as text.
-func dump(t *testing.T, db *sql.DB, table string) []string {
-	t.Helper()
-	rows, err := db.Query(`SELECT * FROM ` + projections.Table("orders", 1, table) + ` ORDER BY 1`)
-	if err != nil {
-		t.Fatalf("read %s: %v", table, err)
-	}
-	defer rows.Close()
-	cols, err := rows.Columns()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for rows.Next() {
-		vals := make([]any, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			t.Fatalf("read %s: %v", table, err)
-		}
-		parts := make([]string, len(cols))
-		for i, v := range vals {
-			parts[i] = fmt.Sprintf("%s=%v", cols[i], v)
-		}
-		out = append(out, strings.Join(parts, " "))
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatalf("read %s: %v", table, err)
-	}
-	return out
-}
-
-func firstDiff(got, want []string) string {
-	for i := range max(len(got), len(want)) {
-		var g, w string
-		if i < len(got) {
-			g = got[i]
-		}
-		if i < len(want) {
-			w = want[i]
-		}
-		if g != w {
-			return fmt.Sprintf("batched:    %s\none by one: %s", g, w)
-		}
-	}
-	return "none"
 }

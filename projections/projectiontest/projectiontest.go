@@ -8,8 +8,10 @@ package projectiontest
 
 import (
 	"database/sql"
+	"fmt"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -115,4 +117,56 @@ func (l *Log) Append(msg *message.Message, topic string, partition int32) *messa
 	offset := l.next[topic][partition]
 	l.next[topic][partition] = offset + 1
 	return Delivered(msg, topic, partition, offset)
+}
+
+// Rows returns every row of table, ordered by its first column, each as
+// "column=value …" text: what tests compare two read models by.
+func Rows(tb testing.TB, db *sql.DB, table string) []string {
+	tb.Helper()
+	rows, err := db.Query(`SELECT * FROM ` + table + ` ORDER BY 1`)
+	if err != nil {
+		tb.Fatalf("read %s: %v", table, err)
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		tb.Fatalf("read %s: %v", table, err)
+	}
+	var out []string
+	for rows.Next() {
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			tb.Fatalf("read %s: %v", table, err)
+		}
+		parts := make([]string, len(cols))
+		for i, v := range vals {
+			parts[i] = fmt.Sprintf("%s=%v", cols[i], v)
+		}
+		out = append(out, strings.Join(parts, " "))
+	}
+	if err := rows.Err(); err != nil {
+		tb.Fatalf("read %s: %v", table, err)
+	}
+	return out
+}
+
+// FirstDiff describes the first row where got and want (from Rows) differ.
+func FirstDiff(got, want []string) string {
+	for i := range max(len(got), len(want)) {
+		var g, w string
+		if i < len(got) {
+			g = got[i]
+		}
+		if i < len(want) {
+			w = want[i]
+		}
+		if g != w {
+			return fmt.Sprintf("got:  %s\nwant: %s", g, w)
+		}
+	}
+	return "none"
 }

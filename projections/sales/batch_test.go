@@ -1,0 +1,131 @@
+package sales_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/millrace/millrace/events"
+	"github.com/millrace/millrace/projections"
+	"github.com/millrace/millrace/projections/projectiontest"
+	"github.com/millrace/millrace/projections/sales"
+)
+
+// applyOnly is the sales projection without its batch form: the runner
+// calls Apply once per event.
+type applyOnly struct{ p *sales.Projection }
+
+func (a applyOnly) Name() string                                        { return a.p.Name() }
+func (a applyOnly) Topics() []string                                    { return a.p.Topics() }
+func (a applyOnly) Setup(ctx context.Context, tx *projections.Tx) error { return a.p.Setup(ctx, tx) }
+func (a applyOnly) Apply(ctx context.Context, tx *projections.Tx, e projections.Event) error {
+	return a.p.Apply(ctx, tx, e)
+}
+
+// TestApplyBatchEqualsApply folds random logs through ApplyBatch, in batches
+// of many sizes, and through Apply one message per transaction, and compares
+// the tables row by row. The logs hold what adding up must get right:
+// payments and refunds of one day and currency in one batch or across
+// batches, a refund of an order paid earlier in the same batch, of one paid
+// in an earlier batch and of one never paid, an order paid twice in two
+// currencies (the first currency is the one its refund uses), cancellations
+// of unpaid orders, and re-published events (same id, new offset).
+func TestApplyBatchEqualsApply(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		seed    uint64
+		batches []int
+	}{
+		{"one batch", 1, []int{100000}},
+		{"batches of 7", 2, []int{7}},
+		{"batches of 1, 2, 3 and 50", 3, []int{1, 2, 3, 50}},
+		{"batches of 64 and 65 (statement sizes)", 4, []int{64, 65, 129}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			log := salesLog(t, tt.seed, 800)
+
+			want := projectiontest.OpenDB(t)
+			one, err := projections.NewRunner(context.Background(), want, applyOnly{sales.New(want)}, nil)
+			if err != nil {
+				t.Fatalf("new runner: %v", err)
+			}
+			for _, msg := range log {
+				if err := one.Handle(msg.Copy()); err != nil {
+					t.Fatalf("Handle: %v", err)
+				}
+			}
+
+			got := projectiontest.OpenDB(t)
+			batched, err := projections.NewRunner(context.Background(), got, sales.New(got), nil)
+			if err != nil {
+				t.Fatalf("new runner: %v", err)
+			}
+			for i, b := 0, 0; i < len(log); b++ {
+				n := min(tt.batches[b%len(tt.batches)], len(log)-i)
+				batch := make([]*message.Message, n)
+				for j := range batch {
+					batch[j] = log[i+j].Copy()
+				}
+				if err := batched.HandleBatch(context.Background(), batch); err != nil {
+					t.Fatalf("HandleBatch: %v", err)
+				}
+				i += n
+			}
+
+			for _, table := range []string{"days", "paid"} {
+				name := projections.Table("sales", 1, table)
+				w, g := projectiontest.Rows(t, want, name), projectiontest.Rows(t, got, name)
+				if len(w) == 0 {
+					t.Fatalf("table %s is empty: the log tests nothing", table)
+				}
+				if !reflect.DeepEqual(g, w) {
+					t.Errorf("table %s: batched has %d rows, one by one %d; first difference:\n%s", table, len(g), len(w), projectiontest.FirstDiff(g, w))
+				}
+			}
+		})
+	}
+}
+
+// salesLog returns a log of about n order events on one partition, drawn
+// from seed, over three days and two currencies.
+func salesLog(t *testing.T, seed uint64, n int) []*message.Message {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, 7))
+	start := time.Date(2026, 3, 1, 22, 0, 0, 0, time.UTC)
+	var (
+		log    projectiontest.Log
+		out    []*message.Message
+		sent   []*message.Message
+		nextID int
+	)
+	emit := func(m events.Message) {
+		nextID++
+		msg := projectiontest.Message(t, m, projectiontest.ID(fmt.Sprintf("e-%d", nextID)))
+		out = append(out, log.Append(msg, events.TopicOrderEvents, 0))
+		sent = append(sent, msg)
+	}
+	for len(out) < n {
+		id := fmt.Sprintf("o-%d", rng.IntN(n/5))
+		at := start.Add(time.Duration(rng.IntN(3*24)) * time.Hour)
+		currency := []string{"EUR", "USD"}[rng.IntN(2)]
+		switch k := rng.IntN(10); {
+		case k < 5:
+			emit(events.OrderPaid{OrderID: id, UserID: "u", AmountCents: int64(100 + rng.IntN(5000)), Currency: currency, PaymentRef: "p", PaidAt: at})
+		case k < 8:
+			emit(events.OrderCancelled{OrderID: id, UserID: "u", TotalCents: int64(100 + rng.IntN(5000)), WasPaid: rng.IntN(4) != 0, CancelledAt: at})
+		case k < 9 && len(sent) > 0:
+			out = append(out, log.Append(sent[rng.IntN(len(sent))], events.TopicOrderEvents, 0)) // re-published
+		default:
+			// Paid and refunded in a row: likely in one batch.
+			life := fmt.Sprintf("life-%d", len(out))
+			emit(events.OrderPaid{OrderID: life, UserID: "u", AmountCents: 700, Currency: currency, PaymentRef: "p", PaidAt: at})
+			emit(events.OrderCancelled{OrderID: life, UserID: "u", TotalCents: 700, WasPaid: true, CancelledAt: at.Add(time.Hour)})
+		}
+	}
+	return out
+}
