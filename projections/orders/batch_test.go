@@ -1,10 +1,9 @@
 package orders_test
 
 import (
-	"context"
+	"database/sql"
 	"fmt"
 	"math/rand/v2"
-	"reflect"
 	"testing"
 	"time"
 
@@ -15,17 +14,6 @@ import (
 	"github.com/millrace/millrace/projections/orders"
 	"github.com/millrace/millrace/projections/projectiontest"
 )
-
-// applyOnly is the orders projection without its batch form: the runner
-// calls Apply once per event.
-type applyOnly struct{ p *orders.Projection }
-
-func (a applyOnly) Name() string                                        { return a.p.Name() }
-func (a applyOnly) Topics() []string                                    { return a.p.Topics() }
-func (a applyOnly) Setup(ctx context.Context, tx *projections.Tx) error { return a.p.Setup(ctx, tx) }
-func (a applyOnly) Apply(ctx context.Context, tx *projections.Tx, e projections.Event) error {
-	return a.p.Apply(ctx, tx, e)
-}
 
 // TestApplyBatchEqualsApply folds logs of order lives through ApplyBatch,
 // in batches of many sizes, and through Apply one message per transaction,
@@ -48,45 +36,7 @@ func TestApplyBatchEqualsApply(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			log := orderLog(t, tt.seed, 600)
-
-			want := projectiontest.OpenDB(t)
-			one, err := projections.NewRunner(context.Background(), want, applyOnly{orders.New(want)}, nil)
-			if err != nil {
-				t.Fatalf("new runner: %v", err)
-			}
-			for _, msg := range log {
-				if err := one.Handle(msg.Copy()); err != nil {
-					t.Fatalf("Handle: %v", err)
-				}
-			}
-
-			got := projectiontest.OpenDB(t)
-			batched, err := projections.NewRunner(context.Background(), got, orders.New(got), nil)
-			if err != nil {
-				t.Fatalf("new runner: %v", err)
-			}
-			for i, b := 0, 0; i < len(log); b++ {
-				n := min(tt.batches[b%len(tt.batches)], len(log)-i)
-				batch := make([]*message.Message, n)
-				for j := range batch {
-					batch[j] = log[i+j].Copy()
-				}
-				if err := batched.HandleBatch(context.Background(), batch); err != nil {
-					t.Fatalf("HandleBatch: %v", err)
-				}
-				i += n
-			}
-
-			for _, table := range []string{"orders", "users"} {
-				name := projections.Table("orders", 1, table)
-				w, g := projectiontest.Rows(t, want, name), projectiontest.Rows(t, got, name)
-				if len(w) == 0 {
-					t.Fatalf("table %s is empty: the log tests nothing", table)
-				}
-				if !reflect.DeepEqual(g, w) {
-					t.Errorf("table %s: batched has %d rows, one by one %d; first difference:\n%s", table, len(g), len(w), projectiontest.FirstDiff(g, w))
-				}
-			}
+			projectiontest.ApplyBatchEqualsApply(t, func(db *sql.DB) projections.Projection { return orders.New(db) }, log, tt.batches, "orders", "users")
 		})
 	}
 }

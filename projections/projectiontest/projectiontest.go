@@ -7,9 +7,11 @@
 package projectiontest
 
 import (
+	"context"
 	"database/sql"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,6 +22,7 @@ import (
 
 	"github.com/millrace/millrace/events"
 	"github.com/millrace/millrace/platform/cloudevents"
+	"github.com/millrace/millrace/projections"
 )
 
 // OpenDB opens a new SQLite file in tb.TempDir() with the settings the
@@ -169,4 +172,60 @@ func FirstDiff(got, want []string) string {
 		}
 	}
 	return "none"
+}
+
+// applyOnly is a projection without its batch form: a runner calls Apply
+// once per event.
+type applyOnly struct{ projections.Projection }
+
+// ApplyBatchEqualsApply checks a projection's ApplyBatch against its Apply:
+// it applies log to one fresh database with Apply, one message per
+// transaction, and to another with HandleBatch, in batches of the sizes
+// given (cycled), and compares tables (of version 1) row by row. Each table
+// must hold rows, or the log tests nothing. newProjection makes the
+// projection on a database.
+func ApplyBatchEqualsApply(t *testing.T, newProjection func(*sql.DB) projections.Projection, log []*message.Message, batches []int, tables ...string) {
+	t.Helper()
+	want := OpenDB(t)
+	p := newProjection(want)
+	if _, ok := p.(projections.BatchApplier); !ok {
+		t.Fatalf("projection %s has no ApplyBatch", p.Name())
+	}
+	one, err := projections.NewRunner(context.Background(), want, applyOnly{p}, nil)
+	if err != nil {
+		t.Fatalf("new runner: %v", err)
+	}
+	for _, msg := range log {
+		if err := one.Handle(msg.Copy()); err != nil {
+			t.Fatalf("Handle: %v", err)
+		}
+	}
+
+	got := OpenDB(t)
+	batched, err := projections.NewRunner(context.Background(), got, newProjection(got), nil)
+	if err != nil {
+		t.Fatalf("new runner: %v", err)
+	}
+	for i, b := 0, 0; i < len(log); b++ {
+		n := min(batches[b%len(batches)], len(log)-i)
+		batch := make([]*message.Message, n)
+		for j := range batch {
+			batch[j] = log[i+j].Copy()
+		}
+		if err := batched.HandleBatch(context.Background(), batch); err != nil {
+			t.Fatalf("HandleBatch: %v", err)
+		}
+		i += n
+	}
+
+	for _, table := range tables {
+		name := projections.Table(p.Name(), 1, table)
+		w, g := Rows(t, want, name), Rows(t, got, name)
+		if len(w) == 0 {
+			t.Fatalf("table %s is empty: the log tests nothing", table)
+		}
+		if !slices.Equal(g, w) {
+			t.Errorf("table %s: batched has %d rows, one by one %d; first difference:\n%s", table, len(g), len(w), FirstDiff(g, w))
+		}
+	}
 }
