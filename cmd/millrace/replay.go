@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/millrace/millrace/platform/adminapi"
 	"github.com/millrace/millrace/projections"
 )
 
@@ -40,43 +39,7 @@ func newAdminClient(base string, getenv func(string) string) (*adminClient, erro
 // do sends a request with an optional JSON body and decodes a JSON answer
 // into out; a problem answer becomes an error with its detail.
 func (c *adminClient) do(ctx context.Context, method, path string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return fmt.Errorf("encode request: %w", err)
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	res, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w (is millrace dev running? see --admin-url)", method, c.base+path, err)
-	}
-	defer res.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(res.Body, 8<<20))
-	if err != nil {
-		return fmt.Errorf("%s %s: read answer: %w", method, path, err)
-	}
-	if res.StatusCode >= 300 {
-		var p projections.Problem
-		if json.Unmarshal(data, &p) == nil && p.Detail != "" {
-			return errors.New(p.Detail)
-		}
-		return fmt.Errorf("%s %s: %s: %s", method, path, res.Status, strings.TrimSpace(string(data)))
-	}
-	if out != nil {
-		if err := json.Unmarshal(data, out); err != nil {
-			return fmt.Errorf("%s %s: decode answer: %w", method, path, err)
-		}
-	}
-	return nil
+	return adminapi.Client{HTTP: c.http, Base: c.base, Unreachable: "is millrace dev running? see --admin-url"}.Do(ctx, method, path, body, out)
 }
 
 // bindAdminURL registers --admin-url.

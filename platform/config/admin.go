@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/millrace/millrace/platform/adminapi"
 )
 
 // AdminOptions tune AdminHandler.
@@ -194,7 +196,7 @@ func (a *admin[T]) get(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v.YAML = string(text)
-	writeJSON(w, http.StatusOK, v)
+	adminapi.WriteJSON(w, http.StatusOK, v)
 }
 
 func (a *admin[T]) set(w http.ResponseWriter, r *http.Request) {
@@ -224,7 +226,7 @@ func (a *admin[T]) list(w http.ResponseWriter, r *http.Request) {
 	if v.Changes == nil {
 		v.Changes = []Change{}
 	}
-	writeJSON(w, http.StatusOK, v)
+	adminapi.WriteJSON(w, http.StatusOK, v)
 }
 
 // defaultDocument is the writable document, else the only one with a
@@ -277,7 +279,7 @@ func (a *admin[T]) answer(w http.ResponseWriter, r *http.Request, written Writte
 	if !written.Changed {
 		res.Applied, res.Version = true, a.live.Status().Version
 		res.Detail = fmt.Sprintf("%s says so already; nothing was written", written.Source)
-		writeJSON(w, http.StatusOK, res)
+		adminapi.WriteJSON(w, http.StatusOK, res)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), a.opts.Wait)
@@ -289,7 +291,7 @@ func (a *admin[T]) answer(w http.ResponseWriter, r *http.Request, written Writte
 		return
 	case err != nil:
 		res.Detail = fmt.Sprintf("written to %s (revision %s); not in force yet after %s: it is applied when the watch sees it", written.Source, written.Revision, a.opts.Wait)
-		writeJSON(w, http.StatusAccepted, res)
+		adminapi.WriteJSON(w, http.StatusAccepted, res)
 		return
 	}
 	res.Applied, res.Version = true, snap.Version
@@ -326,7 +328,7 @@ func (a *admin[T]) answer(w http.ResponseWriter, r *http.Request, written Writte
 			res.Detail += fmt.Sprintf("; the same settings as version %d of the history", latest.Version)
 		}
 	}
-	writeJSON(w, http.StatusOK, res)
+	adminapi.WriteJSON(w, http.StatusOK, res)
 }
 
 // who names the author of a change.
@@ -388,19 +390,7 @@ func (a *admin[T]) problem(w http.ResponseWriter, r *http.Request, err error) {
 		a.opts.Logger.ErrorContext(r.Context(), "config admin request failed", "method", r.Method, "path", r.URL.Path, "error", err)
 		p.Type, p.Title, p.Status = problemBase+"source-failed", "The configuration source failed", http.StatusBadGateway
 	}
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(p.Status)
-	_ = json.NewEncoder(w).Encode(p) // the client went away; nothing to do
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v) // the client went away; nothing to do
+	adminapi.WriteProblem(w, p.Status, p)
 }
 
 // Client talks to the admin API AdminHandler serves; `millrace config` is
@@ -470,41 +460,17 @@ func (c *Client) Rollback(ctx context.Context, req RollbackRequest) (ChangeResul
 }
 
 func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return fmt.Errorf("encode request: %w", err)
-		}
-		rd = strings.NewReader(string(b))
+	err := adminapi.Client{HTTP: c.http, Base: c.base, Unreachable: "is millrace running there? set --admin-url or MILLRACE_ADMIN_URL"}.Do(ctx, method, path, body, out)
+	var re *adminapi.ResponseError
+	if !errors.As(err, &re) {
+		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	req.Header.Set("Accept", "application/json")
-	res, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s %s%s: %w (is millrace running there? set --admin-url or MILLRACE_ADMIN_URL)", method, c.base, path, err)
-	}
-	defer res.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(res.Body, 64<<20))
-	if err != nil {
-		return fmt.Errorf("%s %s: read response: %w", method, path, err)
-	}
-	if res.StatusCode >= 300 {
+	apiErr := &APIError{Status: re.Status, Type: re.Type, Detail: re.Detail}
+	if re.Type != "" {
 		var p problemDoc
-		if json.Unmarshal(raw, &p) == nil && p.Detail != "" {
-			return &APIError{Status: res.StatusCode, Type: p.Type, Detail: p.Detail, Problems: p.Problems}
+		if json.Unmarshal(re.Body, &p) == nil {
+			apiErr.Problems = p.Problems
 		}
-		line, _, _ := strings.Cut(strings.TrimSpace(string(raw)), "\n")
-		return &APIError{Status: res.StatusCode, Detail: fmt.Sprintf("%s %s: %s: %s", method, path, res.Status, line)}
 	}
-	if err := json.Unmarshal(raw, out); err != nil {
-		return fmt.Errorf("%s %s: decode response: %w", method, path, err)
-	}
-	return nil
+	return apiErr
 }

@@ -1,16 +1,16 @@
 package poison
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/millrace/millrace/platform/adminapi"
 )
 
 // Client talks to the admin API that AdminHandler serves; the millrace
@@ -120,40 +120,10 @@ func (c *Client) Drop(ctx context.Context, id int64, reason string) (Entry, erro
 }
 
 func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return fmt.Errorf("encode request: %w", err)
-		}
-		rd = bytes.NewReader(b)
+	err := adminapi.Client{HTTP: c.http, Base: c.base, Unreachable: "is millrace running there? set --admin-url or MILLRACE_ADMIN_URL"}.Do(ctx, method, path, body, out)
+	var re *adminapi.ResponseError
+	if errors.As(err, &re) {
+		return &APIError{Status: re.Status, Type: re.Type, Detail: re.Detail}
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	req.Header.Set("Accept", "application/json")
-	res, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s %s%s: %w (is millrace running there? set --admin-url or MILLRACE_ADMIN_URL)", method, c.base, path, err)
-	}
-	defer res.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(res.Body, 64<<20))
-	if err != nil {
-		return fmt.Errorf("%s %s: read response: %w", method, path, err)
-	}
-	if res.StatusCode >= 300 {
-		var p problem
-		if json.Unmarshal(raw, &p) == nil && p.Detail != "" {
-			return &APIError{Status: res.StatusCode, Type: p.Type, Detail: p.Detail}
-		}
-		return &APIError{Status: res.StatusCode, Detail: fmt.Sprintf("%s %s: %s: %s", method, path, res.Status, firstLine(string(raw)))}
-	}
-	if err := json.Unmarshal(raw, out); err != nil {
-		return fmt.Errorf("%s %s: decode response: %w", method, path, err)
-	}
-	return nil
+	return err
 }

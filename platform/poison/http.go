@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+
+	"github.com/millrace/millrace/platform/adminapi"
 )
 
 // problemBase is the prefix of the admin API's problem types, shared with
@@ -77,7 +79,7 @@ func (a *admin) list(w http.ResponseWriter, r *http.Request) {
 		a.problem(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, struct {
+	adminapi.WriteJSON(w, http.StatusOK, struct {
 		Entries []Entry `json:"entries"`
 	}{entries})
 }
@@ -92,7 +94,7 @@ func (a *admin) get(w http.ResponseWriter, r *http.Request) {
 		a.problem(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, e)
+	adminapi.WriteJSON(w, http.StatusOK, e)
 }
 
 func (a *admin) requeueOne(w http.ResponseWriter, r *http.Request) {
@@ -105,7 +107,7 @@ func (a *admin) requeueOne(w http.ResponseWriter, r *http.Request) {
 		a.problem(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, e)
+	adminapi.WriteJSON(w, http.StatusOK, e)
 }
 
 // RequeueRequest is the body of POST /admin/poison/requeue: a sequence
@@ -137,7 +139,7 @@ func (a *admin) requeueMany(w http.ResponseWriter, r *http.Request) {
 		a.problem(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, res)
+	adminapi.WriteJSON(w, http.StatusOK, res)
 }
 
 // DropRequest is the body of POST /admin/poison/{id}/drop.
@@ -159,7 +161,7 @@ func (a *admin) drop(w http.ResponseWriter, r *http.Request) {
 		a.problem(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, e)
+	adminapi.WriteJSON(w, http.StatusOK, e)
 }
 
 func (a *admin) notFound(w http.ResponseWriter, r *http.Request) {
@@ -215,17 +217,5 @@ func (a *admin) problem(w http.ResponseWriter, r *http.Request, err error) {
 		p.Type, p.Title, p.Status = problemBase+"internal", "Internal error", http.StatusInternalServerError
 		p.Detail = fmt.Sprintf("the poison store failed: %v", err)
 	}
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(p.Status)
-	_ = json.NewEncoder(w).Encode(p) // the client went away; nothing to do
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v) // the client went away; nothing to do
+	adminapi.WriteProblem(w, p.Status, p)
 }
