@@ -13,6 +13,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/millrace/millrace/platform/kafka"
 )
 
 // `millrace broker`: a Kafka-protocol cluster (franz-go's kfake) as a
@@ -173,7 +175,7 @@ func runBroker(ctx context.Context, cfg brokerConfig, logger *slog.Logger, stdou
 			"log.retention.ms":          "-1",
 			"offsets.retention.minutes": strconv.Itoa(10 * 365 * 24 * 60),
 		}),
-		kfake.WithLogger(brokerLogger{logger.With("component", "broker")}),
+		kfake.WithLogger(kafka.BrokerLogger(logger.With("component", "broker"))),
 	}
 	if cfg.SyncWrites {
 		opts = append(opts, kfake.SyncWrites())
@@ -195,27 +197,4 @@ func runBroker(ctx context.Context, cfg brokerConfig, logger *slog.Logger, stdou
 	cluster.Close() // persists; failures reach the logger
 	logger.Info("stopped")
 	return nil
-}
-
-// brokerLogger bridges kfake's printf-style logger to slog: its errors and
-// warnings as such, its per-request info records at debug.
-type brokerLogger struct{ l *slog.Logger }
-
-func (b brokerLogger) Logf(level kfake.LogLevel, format string, args ...any) {
-	var sl slog.Level
-	switch level {
-	case kfake.LogLevelError:
-		sl = slog.LevelError
-	case kfake.LogLevelWarn:
-		sl = slog.LevelWarn
-	case kfake.LogLevelInfo:
-		sl = slog.LevelDebug
-	default:
-		sl = slog.LevelDebug - 4
-	}
-	ctx := context.Background()
-	if !b.l.Enabled(ctx, sl) {
-		return
-	}
-	b.l.Log(ctx, sl, fmt.Sprintf(format, args...))
 }

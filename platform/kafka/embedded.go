@@ -147,7 +147,7 @@ func StartEmbedded(cfg EmbeddedConfig) (*EmbeddedBroker, error) {
 		opts = append(opts, kfake.AllowAutoTopicCreation())
 	}
 	if cfg.Logger != nil {
-		opts = append(opts, kfake.WithLogger(kfakeLogger{cfg.Logger}))
+		opts = append(opts, kfake.WithLogger(BrokerLogger(cfg.Logger.With("component", "embedded-kafka"))))
 	}
 	cluster, err := kfake.NewCluster(opts...)
 	if err != nil {
@@ -171,7 +171,10 @@ func (b *EmbeddedBroker) Close() error {
 	return nil
 }
 
-// kfakeLogger bridges kfake's printf-style logger to slog.
+// BrokerLogger bridges kfake's printf-style logger to l: its errors and
+// warnings as such, its per-request info records at debug.
+func BrokerLogger(l *slog.Logger) kfake.Logger { return kfakeLogger{l} }
+
 type kfakeLogger struct{ l *slog.Logger }
 
 func (k kfakeLogger) Logf(level kfake.LogLevel, format string, args ...any) {
@@ -190,5 +193,5 @@ func (k kfakeLogger) Logf(level kfake.LogLevel, format string, args ...any) {
 	if !k.l.Enabled(ctx, sl) {
 		return
 	}
-	k.l.Log(ctx, sl, fmt.Sprintf(format, args...), slog.String("component", "embedded-kafka"))
+	k.l.Log(ctx, sl, fmt.Sprintf(format, args...))
 }
