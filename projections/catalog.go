@@ -15,8 +15,11 @@ import (
 //	                               one a rebuild is building, the next number
 //	projection_positions           per version and partition: the offset of
 //	                               the last message handled
-//	projection_event_ids           per version: the ids of the events applied,
-//	                               keyed by event time first (see below)
+//	projection_event_ids           per version: the ids of the events applied
+//	                               that carry no outbox sequence, keyed by
+//	                               event time first (see below)
+//	projection_sequences           per version, partition and outbox: the
+//	                               highest outbox sequence applied (ADR 0007)
 //	projection_rebuilds            per projection: the current or last rebuild;
 //	                               a row in an unfinished state is the lock
 //	                               that keeps a second rebuild out
@@ -49,6 +52,15 @@ CREATE TABLE IF NOT EXISTS projection_event_ids (
 	at         INTEGER NOT NULL,
 	event_id   TEXT    NOT NULL,
 	PRIMARY KEY (projection, version, at, event_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS projection_sequences (
+	projection  TEXT    NOT NULL,
+	version     INTEGER NOT NULL,
+	topic       TEXT    NOT NULL,
+	"partition" INTEGER NOT NULL,
+	outbox      TEXT    NOT NULL,
+	seq         INTEGER NOT NULL,
+	PRIMARY KEY (projection, version, topic, "partition", outbox)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS projection_rebuilds (
 	projection  TEXT    PRIMARY KEY,
@@ -224,6 +236,7 @@ func dropVersion(ctx context.Context, tx *sql.Tx, name string, version int) erro
 	for _, q := range []string{
 		`DELETE FROM projection_positions WHERE projection = ? AND version = ?`,
 		`DELETE FROM projection_event_ids WHERE projection = ? AND version = ?`,
+		`DELETE FROM projection_sequences WHERE projection = ? AND version = ?`,
 		`DELETE FROM projection_rebuild_partitions WHERE projection = ? AND version = ?`,
 	} {
 		if _, err := tx.ExecContext(ctx, q, name, version); err != nil {

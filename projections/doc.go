@@ -7,12 +7,15 @@
 //
 // Delivery is at least once; the [Runner] makes the effect exactly once. For
 // every message it stores the partition offset it reached (so a redelivery of
-// an offset already applied costs one indexed read) and the id of the event
-// it applied (so an event that an outbox relay published again, at a new
-// offset, is not applied twice), both in the read model's transaction, in
-// tables shared by every projection in the database:
+// an offset already applied costs one indexed read), and it recognises an
+// event that an outbox relay published again, at a new offset: by the
+// highest outbox sequence it applied per partition and outbox, for events
+// that carry one (cloudevents.Sequence, which millrace's relay sets; ADR
+// 0007), else by the event's id. All of it is stored in the read model's
+// transaction, in tables shared by every projection in the database:
 //
 //	projection_positions(projection, version, topic, partition, offset)
+//	projection_sequences(projection, version, topic, partition, outbox, seq)
 //	projection_event_ids(projection, version, at, event_id)
 //
 // [Runner.Handle] takes one message per transaction, as a handler on the

@@ -437,6 +437,20 @@ type prepared struct {
 	ev   Event
 	skip string // why it is skipped without being applied
 	err  error  // a malformed message
+	// outbox and seq are the event's cloudevents.OutboxID and Sequence;
+	// seq is 0 when it carries none (or none that reads as a number
+	// above 0): its id then tells whether it was applied before.
+	outbox string
+	seq    int64
+	// dup: the event was applied before (set inside the transaction).
+	dup bool
+}
+
+// sequenceKey names the events of one outbox in one partition.
+type sequenceKey struct {
+	topic     string
+	partition int32
+	outbox    string
 }
 
 // prepare reads positions and decodes payloads before the transaction, so
@@ -463,6 +477,7 @@ func (r *Runner) prepare(msgs []*message.Message) ([]prepared, error) {
 		default:
 			if p.ev, p.err = decode(msg, typ, at, r.upcast[ceType]); p.err == nil {
 				p.e = &p.ev
+				p.outbox, p.seq = sequenceOf(msg)
 			}
 		}
 	}
@@ -549,12 +564,20 @@ func (r *Runner) write(ctx context.Context, items []prepared, skipMalformed, man
 		stored[k] = at.Offset
 		changed[k] = at.Offset
 	}
-	apply, err = r.recordIDs(ctx, tx, apply, manyIDs)
+	apply, seqs, err := r.dedupe(ctx, tx, apply, manyIDs)
 	if err != nil {
 		return err
 	}
 	if err := r.applyEvents(ctx, tx, apply); err != nil {
 		return err
+	}
+	for k, seq := range seqs {
+		if _, err := tx.ExecContext(ctx, `
+INSERT INTO projection_sequences (projection, version, topic, "partition", outbox, seq) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (projection, version, topic, "partition", outbox) DO UPDATE SET seq = excluded.seq`,
+			r.nameArg, r.versionArg, k.topic, k.partition, k.outbox, seq); err != nil {
+			return fmt.Errorf("store sequence of outbox %s in %s/%d: %w", k.outbox, k.topic, k.partition, err)
+		}
 	}
 	for k, offset := range changed {
 		if _, err := tx.ExecContext(ctx, `
@@ -573,6 +596,84 @@ ON CONFLICT (projection, version, topic, "partition") DO UPDATE SET "offset" = e
 		r.mu.Unlock()
 	}
 	return nil
+}
+
+// dedupe leaves out of items, which are about to be applied, the events
+// that were applied before, and returns the rest in order, with the highest
+// sequence per outbox and partition to store. An event with an outbox
+// sequence was applied before when its sequence is at or below the highest
+// applied from its outbox in its partition (ADR 0007): one read per outbox
+// and partition of the batch, and no row per event. The others are told by
+// their ids (recordIDs, which also records them).
+func (r *Runner) dedupe(ctx context.Context, tx *Tx, items []*prepared, manyIDs bool) ([]*prepared, map[sequenceKey]int64, error) {
+	var (
+		highest    map[sequenceKey]int64 // read or advanced in this transaction
+		changed    map[sequenceKey]int64 // to store
+		unnumbered []*prepared
+	)
+	for _, it := range items {
+		it.dup = false
+		if it.seq == 0 {
+			unnumbered = append(unnumbered, it)
+			continue
+		}
+		if highest == nil {
+			highest, changed = map[sequenceKey]int64{}, map[sequenceKey]int64{}
+		}
+		k := sequenceKey{it.at.Topic, it.at.Partition, it.outbox}
+		top, known := highest[k]
+		if !known {
+			if err := tx.QueryRowContext(ctx,
+				`SELECT seq FROM projection_sequences WHERE projection = ? AND version = ? AND topic = ? AND "partition" = ? AND outbox = ?`,
+				r.nameArg, r.versionArg, k.topic, k.partition, k.outbox).Scan(&top); err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return nil, nil, fmt.Errorf("read sequence of outbox %s in %s/%d: %w", k.outbox, k.topic, k.partition, err)
+			}
+		}
+		if it.seq <= top {
+			it.dup = true
+			highest[k] = top
+			r.skippedMsg(ctx, it.msg, it.at, "event applied before")
+			continue
+		}
+		highest[k], changed[k] = it.seq, it.seq
+	}
+	if len(unnumbered) > 0 {
+		fresh, err := r.recordIDs(ctx, tx, unnumbered, manyIDs)
+		if err != nil {
+			return nil, nil, err
+		}
+		// fresh is unnumbered less the events applied before, in order.
+		for _, it := range unnumbered {
+			if len(fresh) > 0 && fresh[0] == it {
+				fresh = fresh[1:]
+				continue
+			}
+			it.dup = true
+		}
+	}
+	kept := items[:0]
+	for _, it := range items {
+		if !it.dup {
+			kept = append(kept, it)
+		}
+	}
+	return kept, changed, nil
+}
+
+// sequenceOf reads the outbox sequence of msg: its outbox's id and its
+// number, or ("", 0) when it carries no usable pair (a producer other than
+// millrace's relay, or an outbox row written before numbering).
+func sequenceOf(msg *message.Message) (outbox string, seq int64) {
+	outbox = msg.Metadata.Get(cloudevents.OutboxID)
+	v := msg.Metadata.Get(cloudevents.Sequence)
+	if outbox == "" || v == "" {
+		return "", 0
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n <= 0 {
+		return "", 0
+	}
+	return outbox, n
 }
 
 // insertIDHead makes the statements that record applied event ids, one row

@@ -217,7 +217,8 @@ func profileRebuild(b *testing.B) (stop func()) {
 
 // seed writes n events to orders.events with a raw franz-go producer: the
 // lives of n/3 orders, each placed (v1 for the first half, v2 after),
-// paid and shipped, with the headers millrace's publisher writes.
+// paid and shipped, with the headers millrace's outbox relay writes (an
+// outbox id and sequence included).
 func seed(b *testing.B, cfg kafka.Config, n int) float64 {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...), kgo.ProducerLinger(5*time.Millisecond),
 		kgo.ProducerBatchMaxBytes(1<<20), kgo.MaxBufferedRecords(100_000))
@@ -227,6 +228,7 @@ func seed(b *testing.B, cfg kafka.Config, n int) float64 {
 	defer cl.Close()
 	start := time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)
 	marshaler := cloudevents.Marshaler{Source: events.SourceOrders}
+	const outboxID = "0195d1c0-0000-7000-8000-00000000a11c"
 	var (
 		wg      sync.WaitGroup
 		errOnce sync.Once
@@ -253,6 +255,9 @@ func seed(b *testing.B, cfg kafka.Config, n int) float64 {
 		if err != nil {
 			b.Fatal(err)
 		}
+		// As the orders service's outbox relay numbers them (ADR 0007).
+		msg.Metadata.Set(cloudevents.OutboxID, outboxID)
+		msg.Metadata.Set(cloudevents.Sequence, strconv.Itoa(i+1))
 		rec := &kgo.Record{Topic: events.TopicOrderEvents, Key: []byte(id), Value: msg.Payload}
 		rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: cloudevents.ID, Value: []byte(msg.UUID)})
 		for k, v := range msg.Metadata {

@@ -40,6 +40,18 @@ const (
 	// the command, from which the command log tells a retry with the same
 	// Idempotency-Key from another request reusing the key.
 	RequestHash = "ce_requesthash"
+	// OutboxID and Sequence are extensions the outbox relay sets on the
+	// events it publishes (platform/commandstore): the id of the outbox the
+	// event left through, and the event's place in that outbox, a decimal
+	// number that grows with every event the outbox takes. An event the
+	// relay publishes again after a crash carries the same pair, and within
+	// a partition an outbox's events first appear in sequence order, so a
+	// consumer that remembers the highest sequence it applied per outbox and
+	// partition recognises every re-publish without keeping event ids
+	// (projections do; ADR 0007). Sequence is the CloudEvents sequence
+	// extension, scoped by OutboxID rather than by source.
+	OutboxID = "ce_outboxid"
+	Sequence = "ce_sequence"
 	// Traceparent and Tracestate carry W3C trace context.
 	Traceparent = "traceparent"
 	Tracestate  = "tracestate"

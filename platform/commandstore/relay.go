@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/millrace/millrace/platform/cloudevents"
 )
 
 // Relay defaults.
@@ -28,7 +31,13 @@ const (
 //
 // Publishing is at least once: a crash between the publisher's
 // acknowledgement and the deletion publishes the row again, with the same
-// message id.
+// message id, and the same cloudevents.OutboxID and cloudevents.Sequence
+// (the row's seq), which every row written by this version of the store
+// carries. Since rows go out in seq order, and the publisher keeps each
+// partition in the order it was given (as millrace's idempotent producers
+// do, and as ordering per key needs anyway), a consumer sees the events of
+// one outbox in a partition in sequence order, but for re-publishes, whose
+// sequence is at or below one seen before (ADR 0007).
 type Relay struct {
 	store  *Store
 	pub    message.Publisher
@@ -175,17 +184,25 @@ func (r *Relay) read(ctx context.Context, limit int) ([]outboxRow, error) {
 	var rows []outboxRow
 	for rs.Next() {
 		var (
-			row      outboxRow
-			id       string
-			metadata []byte
-			payload  []byte
+			row       outboxRow
+			id        string
+			metadata  []byte
+			payload   []byte
+			sequenced bool
 		)
-		if err := rs.Scan(&row.seq, &row.topic, &id, &metadata, &payload); err != nil {
+		if err := rs.Scan(&row.seq, &row.topic, &id, &metadata, &payload, &sequenced); err != nil {
 			return nil, fmt.Errorf("read outbox: %w", err)
 		}
 		row.msg = message.NewMessage(id, payload)
 		if err := json.Unmarshal(metadata, &row.msg.Metadata); err != nil {
 			return nil, fmt.Errorf("decode metadata of outbox row %d: %w", row.seq, err)
+		}
+		if sequenced {
+			// The same pair every time the row is published: a consumer
+			// takes a sequence at or below the highest it applied for
+			// this outbox in the partition for a re-publish (ADR 0007).
+			row.msg.Metadata.Set(cloudevents.OutboxID, r.store.id)
+			row.msg.Metadata.Set(cloudevents.Sequence, strconv.FormatInt(row.seq, 10))
 		}
 		rows = append(rows, row)
 	}

@@ -23,6 +23,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // timeLayout stores times as fixed-width UTC text, so that they sort as text.
@@ -49,8 +51,19 @@ CREATE TABLE IF NOT EXISTS outbox (
 	message_id TEXT NOT NULL,
 	metadata   TEXT NOT NULL, -- JSON object of string values
 	payload    BLOB NOT NULL,
-	created_at TEXT NOT NULL
+	created_at TEXT NOT NULL,
+	sequenced  INTEGER NOT NULL DEFAULT 0 -- 1: published with ce_outboxid and ce_sequence
+);
+CREATE TABLE IF NOT EXISTS outbox_identity (
+	singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+	id        TEXT NOT NULL
 );`
+
+// addSequenced brings an outbox created before the sequenced column up to
+// date. Rows written before keep 0: they may have been published already
+// without a sequence, so a re-publish must not carry one (a consumer would
+// take it for a new event); consumers recognise those by event id.
+const addSequenced = `ALTER TABLE outbox ADD COLUMN sequenced INTEGER NOT NULL DEFAULT 0`
 
 // Store is the command side's storage in one SQLite database: aggregate
 // states, the inbox and the outbox. It is safe for concurrent use. It does not
@@ -58,6 +71,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 // Relay are done (Close first releases the statements the Store prepared).
 type Store struct {
 	db    *sql.DB
+	id    string // the outbox's id, see OutboxID
 	stmts statements
 	// wake tells the relay that rows were committed to the outbox. Sends
 	// never block: one pending wake-up covers any number of commits.
@@ -77,12 +91,55 @@ func New(ctx context.Context, db *sql.DB) (*Store, error) {
 	if _, err := db.ExecContext(ctx, schema); err != nil {
 		return nil, fmt.Errorf("create command store tables: %w", err)
 	}
-	s := &Store{db: db, wake: make(chan struct{}, 1)}
+	if err := migrate(ctx, db); err != nil {
+		return nil, err
+	}
+	id, err := identity(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{db: db, id: id, wake: make(chan struct{}, 1)}
 	if err := s.stmts.prepare(ctx, db); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
+
+// migrate adds what older versions of the schema lack.
+func migrate(ctx context.Context, db *sql.DB) error {
+	var has bool
+	if err := db.QueryRowContext(ctx,
+		`SELECT EXISTS (SELECT 1 FROM pragma_table_info('outbox') WHERE name = 'sequenced')`).Scan(&has); err != nil {
+		return fmt.Errorf("read outbox columns: %w", err)
+	}
+	if has {
+		return nil
+	}
+	if _, err := db.ExecContext(ctx, addSequenced); err != nil {
+		return fmt.Errorf("add sequenced column to outbox: %w", err)
+	}
+	return nil
+}
+
+// identity returns the outbox's id, made (a random UUID) the first time the
+// database is used: it scopes the sequence numbers of the outbox's events
+// (cloudevents.OutboxID), and a copy of the database file keeps it, as it
+// keeps the numbers.
+func identity(ctx context.Context, db *sql.DB) (string, error) {
+	if _, err := db.ExecContext(ctx, `INSERT INTO outbox_identity (singleton, id) VALUES (1, ?) ON CONFLICT DO NOTHING`,
+		uuid.NewString()); err != nil {
+		return "", fmt.Errorf("create outbox id: %w", err)
+	}
+	var id string
+	if err := db.QueryRowContext(ctx, `SELECT id FROM outbox_identity`).Scan(&id); err != nil {
+		return "", fmt.Errorf("read outbox id: %w", err)
+	}
+	return id, nil
+}
+
+// OutboxID is the id of the store's outbox, which the relay sets as
+// cloudevents.OutboxID on every event it publishes.
+func (s *Store) OutboxID() string { return s.id }
 
 // Close releases the statements the store prepared. Call it after the
 // handlers and the relay stopped and before closing the database; the store
@@ -118,9 +175,9 @@ func (st *statements) prepare(ctx context.Context, db *sql.DB) error {
 			VALUES (?, ?, 1, ?, ?) ON CONFLICT (aggregate, id) DO NOTHING`},
 		{&st.updateState, `UPDATE aggregates SET version = version + 1, state = ?, updated_at = ?
 			WHERE aggregate = ? AND id = ? AND version = ?`},
-		{&st.outboxAdd, `INSERT INTO outbox (topic, message_id, metadata, payload, created_at) VALUES (?, ?, ?, ?, ?)`},
+		{&st.outboxAdd, `INSERT INTO outbox (topic, message_id, metadata, payload, created_at, sequenced) VALUES (?, ?, ?, ?, ?, 1)`},
 		{&st.exists, `SELECT EXISTS (SELECT 1 FROM aggregates WHERE aggregate = ? AND id = ?)`},
-		{&st.outboxRead, `SELECT seq, topic, message_id, metadata, payload FROM outbox ORDER BY seq LIMIT ?`},
+		{&st.outboxRead, `SELECT seq, topic, message_id, metadata, payload, sequenced FROM outbox ORDER BY seq LIMIT ?`},
 		{&st.outboxDelete, `DELETE FROM outbox WHERE seq BETWEEN ? AND ?`},
 	} {
 		stmt, err := db.PrepareContext(ctx, q.sql)

@@ -54,6 +54,8 @@ type Option func(*options)
 type options struct {
 	id, causation, source string
 	time                  time.Time
+	outbox                string
+	seq                   int64
 }
 
 // ID sets the message id (ce_id); a random UUID otherwise.
@@ -67,6 +69,12 @@ func At(t time.Time) Option { return func(o *options) { o.time = t } }
 
 // Source sets ce_source; "/millrace/test" otherwise.
 func Source(s string) Option { return func(o *options) { o.source = s } }
+
+// Sequence sets ce_outboxid and ce_sequence, as millrace's outbox relay
+// does: the event is number seq of outbox outbox.
+func Sequence(outbox string, seq int64) Option {
+	return func(o *options) { o.outbox, o.seq = outbox, seq }
+}
 
 // Message marshals v as a producer would publish it.
 func Message(tb testing.TB, v events.Message, opts ...Option) *message.Message {
@@ -88,6 +96,10 @@ func Message(tb testing.TB, v events.Message, opts ...Option) *message.Message {
 	}
 	if o.causation != "" {
 		msg.Metadata.Set(cloudevents.CausationID, o.causation)
+	}
+	if o.outbox != "" {
+		msg.Metadata.Set(cloudevents.OutboxID, o.outbox)
+		msg.Metadata.Set(cloudevents.Sequence, strconv.FormatInt(o.seq, 10))
 	}
 	return msg
 }
