@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/IBM/sarama"
 	wmkafka "github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
@@ -131,16 +132,64 @@ func (hs recordHeaders) each(add func(k, v string)) {
 // Unmarshal turns a consumed record into a message. It fails only for a nil
 // record: any record a broker delivers becomes a message, because a record
 // that cannot be unmarshalled would stop its partition for good.
+//
+// It runs once per consumed record, so it allocates little: the header
+// names millrace writes are interned (the constants of package
+// cloudevents), and the header values, the record key when it becomes
+// ce_partitionkey and the offset share one string, sliced. A value kept
+// from the metadata keeps that string alive: a few hundred bytes a record.
 func (Marshaler) Unmarshal(rec *sarama.ConsumerMessage) (*message.Message, error) {
 	if rec == nil {
 		return nil, errors.New("unmarshal kafka record: record is nil")
 	}
-	md := make(message.Metadata, len(rec.Headers)+4)
+	// First pass: how long the shared string is, and whether the record key
+	// is needed (the last ce_partitionkey header wins, as in the map).
+	size := 0
+	keyed := false
 	for _, h := range rec.Headers {
 		if h == nil || len(h.Key) == 0 {
 			continue
 		}
-		md[string(h.Key)] = string(h.Value)
+		size += len(h.Value)
+		if string(h.Key) == cloudevents.PartitionKey {
+			keyed = len(h.Value) > 0
+		}
+	}
+	useKey := !keyed && len(rec.Key) > 0
+	if useKey {
+		size += len(rec.Key)
+	}
+	var digits [40]byte // the partition and the offset, in decimal
+	pos := strconv.AppendInt(digits[:0], int64(rec.Partition), 10)
+	partLen := len(pos)
+	pos = strconv.AppendInt(pos, rec.Offset, 10)
+	size += len(pos)
+
+	var b strings.Builder
+	b.Grow(size)
+	for _, h := range rec.Headers {
+		if h != nil && len(h.Key) > 0 {
+			b.Write(h.Value)
+		}
+	}
+	if useKey {
+		b.Write(rec.Key)
+	}
+	b.Write(pos)
+	all := b.String()
+
+	md := make(message.Metadata, len(rec.Headers)+4)
+	at := 0
+	for _, h := range rec.Headers {
+		if h == nil || len(h.Key) == 0 {
+			continue
+		}
+		md[headerKey(h.Key)] = all[at : at+len(h.Value)]
+		at += len(h.Value)
+	}
+	if useKey {
+		md[cloudevents.PartitionKey] = all[at : at+len(rec.Key)]
+		at += len(rec.Key)
 	}
 
 	id := md[cloudevents.ID]
@@ -148,16 +197,57 @@ func (Marshaler) Unmarshal(rec *sarama.ConsumerMessage) (*message.Message, error
 		id = recordID(rec.Topic, rec.Partition, rec.Offset)
 		md[cloudevents.ID] = id
 	}
-	if md[cloudevents.PartitionKey] == "" && len(rec.Key) > 0 {
-		md[cloudevents.PartitionKey] = string(rec.Key)
-	}
 	md[cloudevents.KafkaTopic] = rec.Topic
-	md[cloudevents.KafkaPartition] = strconv.FormatInt(int64(rec.Partition), 10)
-	md[cloudevents.KafkaOffset] = strconv.FormatInt(rec.Offset, 10)
+	md[cloudevents.KafkaPartition] = all[at : at+partLen]
+	md[cloudevents.KafkaOffset] = all[at+partLen:]
 
 	msg := message.NewMessage(id, rec.Value)
 	msg.Metadata = md
 	return msg, nil
+}
+
+// headerKey is the metadata key of a header name: a constant for the names
+// millrace writes and reads (no allocation), a copy for any other.
+func headerKey(k []byte) string {
+	switch string(k) {
+	case cloudevents.ID:
+		return cloudevents.ID
+	case cloudevents.Type:
+		return cloudevents.Type
+	case cloudevents.Source:
+		return cloudevents.Source
+	case cloudevents.SpecVersion:
+		return cloudevents.SpecVersion
+	case cloudevents.Time:
+		return cloudevents.Time
+	case cloudevents.Subject:
+		return cloudevents.Subject
+	case cloudevents.ContentType:
+		return cloudevents.ContentType
+	case cloudevents.PartitionKey:
+		return cloudevents.PartitionKey
+	case cloudevents.CausationID:
+		return cloudevents.CausationID
+	case cloudevents.CorrelationID:
+		return cloudevents.CorrelationID
+	case cloudevents.RequestHash:
+		return cloudevents.RequestHash
+	case cloudevents.OutboxID:
+		return cloudevents.OutboxID
+	case cloudevents.Sequence:
+		return cloudevents.Sequence
+	case cloudevents.Traceparent:
+		return cloudevents.Traceparent
+	case cloudevents.Tracestate:
+		return cloudevents.Tracestate
+	case cloudevents.KafkaTopic:
+		return cloudevents.KafkaTopic
+	case cloudevents.KafkaPartition:
+		return cloudevents.KafkaPartition
+	case cloudevents.KafkaOffset:
+		return cloudevents.KafkaOffset
+	}
+	return string(k)
 }
 
 // Position returns where a consumed message was read from, as set by
