@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,6 +43,28 @@ func eventsToReplay(b *testing.B) int {
 }
 
 const partitions = 3
+
+// compression is how the seeded record batches are compressed:
+// MILLRACE_REPLAY_COMPRESSION, "none" by default, as millrace's publishers
+// write them; "snappy", "lz4" or "zstd" for logs written by other
+// producers (franz-go's and librdkafka's default is snappy, the Java
+// client's none). Every reader pays for decompression, the raw consumer
+// too, but a compressed fetch carries three to four times more events.
+func compression(b *testing.B) kgo.CompressionCodec {
+	switch v := os.Getenv("MILLRACE_REPLAY_COMPRESSION"); v {
+	case "", "none":
+		return kgo.NoCompression()
+	case "snappy":
+		return kgo.SnappyCompression()
+	case "lz4":
+		return kgo.Lz4Compression()
+	case "zstd":
+		return kgo.ZstdCompression()
+	default:
+		b.Fatalf("MILLRACE_REPLAY_COMPRESSION=%q: want none, snappy, lz4 or zstd", v)
+		return kgo.NoCompression()
+	}
+}
 
 // maxBatch is the most messages per batch (and per transaction) of the
 // rebuild's consumer: MILLRACE_REPLAY_MAX_BATCH, or 0 for the default
@@ -193,24 +217,41 @@ func runRebuild(b *testing.B, n int) result {
 
 // profileRebuild writes a CPU profile of the rebuild alone (not of the
 // seeding and the raw reads around it) to the file MILLRACE_REPLAY_CPUPROFILE
-// names, when it is set; it returns the function that stops it.
+// names, and an execution trace (go tool trace: where goroutines wait) to
+// the file MILLRACE_REPLAY_TRACE names, when they are set; it returns the
+// function that stops them.
 func profileRebuild(b *testing.B) (stop func()) {
-	path := os.Getenv("MILLRACE_REPLAY_CPUPROFILE")
-	if path == "" {
-		return func() {}
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		b.Fatalf("create cpu profile: %v", err)
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		_ = f.Close()
-		b.Fatalf("start cpu profile (is -cpuprofile given too?): %v", err)
+	var stops []func()
+	for _, p := range []struct {
+		env, what   string
+		start       func(io.Writer) error
+		stopProfile func()
+	}{
+		{"MILLRACE_REPLAY_CPUPROFILE", "cpu profile", pprof.StartCPUProfile, pprof.StopCPUProfile},
+		{"MILLRACE_REPLAY_TRACE", "execution trace", trace.Start, trace.Stop},
+	} {
+		path := os.Getenv(p.env)
+		if path == "" {
+			continue
+		}
+		f, err := os.Create(path)
+		if err != nil {
+			b.Fatalf("create %s: %v", p.what, err)
+		}
+		if err := p.start(f); err != nil {
+			_ = f.Close()
+			b.Fatalf("start %s (is it asked for on the command line too?): %v", p.what, err)
+		}
+		stops = append(stops, func() {
+			p.stopProfile()
+			if err := f.Close(); err != nil {
+				b.Errorf("write %s: %v", p.what, err)
+			}
+		})
 	}
 	return func() {
-		pprof.StopCPUProfile()
-		if err := f.Close(); err != nil {
-			b.Errorf("write cpu profile: %v", err)
+		for _, stop := range stops {
+			stop()
 		}
 	}
 }
@@ -218,10 +259,11 @@ func profileRebuild(b *testing.B) (stop func()) {
 // seed writes n events to orders.events with a raw franz-go producer: the
 // lives of n/3 orders, each placed (v1 for the first half, v2 after),
 // paid and shipped, with the headers millrace's outbox relay writes (an
-// outbox id and sequence included).
+// outbox id and sequence included), in batches compressed as compression
+// says.
 func seed(b *testing.B, cfg kafka.Config, n int) float64 {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...), kgo.ProducerLinger(5*time.Millisecond),
-		kgo.ProducerBatchMaxBytes(1<<20), kgo.MaxBufferedRecords(100_000))
+		kgo.ProducerBatchMaxBytes(1<<20), kgo.MaxBufferedRecords(100_000), kgo.ProducerBatchCompression(compression(b)))
 	if err != nil {
 		b.Fatal(err)
 	}
