@@ -79,11 +79,6 @@ func (*Projection) Topics() []string {
 }
 
 // Times are stored as Unix nanoseconds, so that they sort as numbers (see nanos).
-//
-// Orders are clustered by order_id (WITHOUT ROWID): a rowid table would keep
-// a second B-tree, the primary key's index, to write on every insert and to
-// go through on every read by id. Versions set up before keep their rowid
-// table until the next rebuild; the statements are the same for both.
 const setupSQL = `
 CREATE TABLE IF NOT EXISTS %[1]s (
 	user_id       TEXT PRIMARY KEY,
@@ -103,7 +98,7 @@ CREATE TABLE IF NOT EXISTS %[2]s (
 	shipped_at    INTEGER,
 	carrier       TEXT    NOT NULL DEFAULT '',
 	updated_at    INTEGER NOT NULL
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS %[3]s ON %[2]s (user_id, placed_at DESC, order_id DESC);`
 
 // Setup implements projections.Projection.
