@@ -14,11 +14,13 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/millrace/millrace/events"
 	"github.com/millrace/millrace/platform/kafka"
 	"github.com/millrace/millrace/platform/sqlite"
 	"github.com/millrace/millrace/projections"
+	"github.com/millrace/millrace/projections/projectiontest"
 )
 
 // Environment of the child process of TestRunnerExactlyOnceAcrossKill.
@@ -33,7 +35,8 @@ const (
 // TestRunnerExactlyOnceAcrossKill kills a consuming process with SIGKILL
 // between the commit of a batch to SQLite and the commit of its offsets to
 // Kafka, starts it again, and checks that the messages Kafka delivers again
-// are skipped: every event is applied exactly once.
+// are skipped: every event is applied exactly once, also those the log
+// holds twice (see logWithCopies).
 //
 // The consumer here starts from Kafka's committed offsets (no resume from
 // SQLite positions), so the redelivery really happens and the runner's
@@ -44,7 +47,7 @@ func TestRunnerExactlyOnceAcrossKill(t *testing.T) {
 	}
 	b := startBroker(t, 2)
 	const total = 1000
-	b.produce(t, recordsOf(t, ordersPlaced("o", total))...)
+	b.produce(t, logWithCopies(t, ordersPlaced("o", total))...)
 	dbPath := filepath.Join(t.TempDir(), "projections.db")
 	group := projections.GroupFor("ledger", 1, events.TopicOrderEvents)
 
@@ -183,4 +186,29 @@ func TestCrashChild(t *testing.T) {
 	if err := src.Consume(cctx, r.GroupFor(events.TopicOrderEvents), events.TopicOrderEvents, nil, handle); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// logWithCopies returns the records of ms as a relay that loses
+// acknowledgements writes them: every other event numbered by its outbox
+// (ADR 0007; the others carry none, as events of other producers), and after
+// every fiftieth, the last ten again, with their ids and numbers.
+func logWithCopies(t *testing.T, ms []events.Message) []*kgo.Record {
+	t.Helper()
+	const outbox = "0195d1c0-c4a5-7000-8000-00000000c0de"
+	var out, sent []*kgo.Record
+	for i, m := range ms {
+		opts := []projectiontest.Option{projectiontest.ID("e-" + m.Key())}
+		if i%2 == 1 {
+			opts = append(opts, projectiontest.Sequence(outbox, int64(i+1)))
+		}
+		rec := record(t, m, opts...)
+		out, sent = append(out, rec), append(sent, rec)
+		if (i+1)%50 == 0 {
+			for _, again := range sent[len(sent)-10:] {
+				c := *again
+				out = append(out, &c)
+			}
+		}
+	}
+	return out
 }
