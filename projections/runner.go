@@ -338,12 +338,14 @@ func GroupFor(name string, version int, topic string) string {
 // Handle applies one consumed message, in one transaction with its position:
 //   - an offset at or below the stored position of its partition is a
 //     redelivery: nothing happens;
-//   - an event id already applied (an outbox re-publish at a new offset), a
+//   - an event applied before (an outbox re-publish at a new offset: its
+//     outbox sequence is not above the highest applied from that outbox in
+//     that partition, or, for an event without one, its id is stored), a
 //     type this build does not know (forward compatibility) and a command the
 //     projection did not ask for are skipped, but the position advances;
 //   - otherwise the payload is decoded, upcast to the current version of its
-//     type (events.Upcast) and applied, and the position and the event id
-//     are stored.
+//     type (events.Upcast) and applied, and the position and the outbox
+//     sequence (or the event id) are stored.
 //
 // The message must carry the x-kafka-topic, x-kafka-partition and
 // x-kafka-offset metadata. A known type that does not decode returns an error
