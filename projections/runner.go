@@ -101,7 +101,7 @@ type CommandConsumer interface {
 // batch of messages (HandleBatch; Handle passes one event), with the events
 // it is to apply, in log order: redeliveries, events applied before, types
 // the projection does not take and malformed events are left out, and every
-// event's id is already recorded. The effect must be exactly that of Apply
+// event is already recorded as applied (its outbox sequence or its id). The effect must be exactly that of Apply
 // called for each event in turn. The events are either all replays or all
 // not (cloudevents.IsReplaying in ctx); the slice is the runner's, valid
 // until ApplyBatch returns. An error rolls back the whole transaction; the
