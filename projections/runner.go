@@ -101,12 +101,12 @@ type CommandConsumer interface {
 // batch of messages (HandleBatch; Handle passes one event), with the events
 // it is to apply, in log order: redeliveries, events applied before, types
 // the projection does not take and malformed events are left out, and every
-// event is already recorded as applied (its outbox sequence or its id). The effect must be exactly that of Apply
-// called for each event in turn. The events are either all replays or all
-// not (cloudevents.IsReplaying in ctx); the slice is the runner's, valid
-// until ApplyBatch returns. An error rolls back the whole transaction; the
-// runner then applies the messages one per transaction, to keep those before
-// the failing one.
+// event is already recorded as applied (its outbox sequence or its id). The
+// effect must be exactly that of Apply called for each event in turn. The
+// events are either all replays or all not (cloudevents.IsReplaying in ctx);
+// the slice is the runner's, valid until ApplyBatch returns. An error rolls
+// back the whole transaction; the runner then applies the messages one per
+// transaction, to keep those before the failing one.
 type BatchApplier interface {
 	ApplyBatch(ctx context.Context, tx *Tx, events []Event) error
 }
