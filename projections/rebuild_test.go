@@ -70,7 +70,10 @@ func testRebuildWhileWritesContinue(t *testing.T, p projections.Projection) {
 	b.produce(t, recordsOf(t, before)...)
 	caughtUp(t, m, "ledger", 1)
 
-	// Writes go on, in small bursts, through the whole rebuild and swap.
+	// Writes go on, in small bursts, through the whole rebuild and swap: a
+	// burst every 5 ms (1,000 events/s), a pace the rebuild overtakes on a
+	// slow machine too (under -race it applies some 3,000/s); unpaced, the
+	// writes could outrun it there and the rebuild would never catch up.
 	var (
 		mu      sync.Mutex
 		written = slices.Clone(before)
@@ -78,7 +81,14 @@ func testRebuildWhileWritesContinue(t *testing.T, p projections.Projection) {
 	wctx, stopWrites := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() {
+		pace := time.NewTicker(5 * time.Millisecond)
+		defer pace.Stop()
 		for i := 0; wctx.Err() == nil; i++ {
+			select {
+			case <-pace.C:
+			case <-wctx.Done():
+				return
+			}
 			burst := ordersPlaced(fmt.Sprintf("during%d", i), 5)
 			b.produce(t, recordsOf(t, burst)...)
 			mu.Lock()
@@ -104,6 +114,12 @@ func testRebuildWhileWritesContinue(t *testing.T, p projections.Projection) {
 	})
 	stopWrites()
 	wg.Wait()
+	mu.Lock()
+	during := len(written) - len(before)
+	mu.Unlock()
+	if during == 0 {
+		t.Fatal("no event was written while the rebuild ran: the test proves nothing")
+	}
 	after := ordersPlaced("after", 50)
 	b.produce(t, recordsOf(t, after)...)
 	mu.Lock()
