@@ -3,6 +3,7 @@ package projections_test
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,11 +17,14 @@ import (
 
 // orderLife returns n messages on one partition of orders.events that cycle
 // through the life of an order: placed, paid, shipped.
-func orderLife(b *testing.B, n int) []*message.Message {
+func orderLife(b *testing.B, n int) []*message.Message { return orderLifeOn(b, n, 0) }
+
+// orderLifeOn is orderLife on partition p, with orders of their own.
+func orderLifeOn(b *testing.B, n int, p int32) []*message.Message {
 	start := time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)
 	msgs := make([]*message.Message, n)
 	for i := range msgs {
-		id := fmt.Sprintf("o-%d", i/3)
+		id := fmt.Sprintf("o-%d-%d", p, i/3)
 		at := start.Add(time.Duration(i) * time.Millisecond)
 		var e events.Message
 		switch i % 3 {
@@ -34,7 +38,7 @@ func orderLife(b *testing.B, n int) []*message.Message {
 		default:
 			e = events.OrderShipped{OrderID: id, UserID: "u-1", Carrier: "DHL", ShippedAt: at}
 		}
-		msgs[i] = projectiontest.Delivered(projectiontest.Message(b, e, projectiontest.At(at)), events.TopicOrderEvents, 0, int64(i))
+		msgs[i] = projectiontest.Delivered(projectiontest.Message(b, e, projectiontest.At(at)), events.TopicOrderEvents, p, int64(i))
 	}
 	return msgs
 }
@@ -91,6 +95,48 @@ func BenchmarkRunnerApply(b *testing.B) {
 			// CPU time per event: what the other processes of a shared
 			// machine change least.
 			b.ReportMetric(float64((cpuTime()-cpuBegan).Nanoseconds())/1e3/float64(b.N), "cpu-µs/event")
+		})
+	}
+}
+
+// BenchmarkRunnerHandleConcurrent measures the live path as the router runs
+// it: one Handle call at a time per partition, partitions at once (one
+// goroutine each), each partition's events in order.
+func BenchmarkRunnerHandleConcurrent(b *testing.B) {
+	for _, partitions := range []int{1, 3, 9} {
+		b.Run(fmt.Sprintf("partitions=%d", partitions), func(b *testing.B) {
+			db := projectiontest.OpenDB(b)
+			r, err := projections.NewRunner(context.Background(), db, orders.New(db), nil)
+			if err != nil {
+				b.Fatalf("new runner: %v", err)
+			}
+			per := max(b.N/partitions, 1)
+			logs := make([][]*message.Message, partitions)
+			for p := range logs {
+				logs[p] = orderLifeOn(b, per, int32(p))
+			}
+			b.ResetTimer()
+			began, cpuBegan := time.Now(), cpuTime()
+			var wg sync.WaitGroup
+			errs := make(chan error, partitions)
+			for _, log := range logs {
+				wg.Go(func() {
+					for _, msg := range log {
+						if err := r.Handle(msg); err != nil {
+							errs <- err
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				b.Fatalf("handle: %v", err)
+			}
+			n := per * partitions
+			b.ReportMetric(float64(n)/time.Since(began).Seconds(), "events/s")
+			b.ReportMetric(float64((cpuTime()-cpuBegan).Nanoseconds())/1e3/float64(n), "cpu-µs/event")
 		})
 	}
 }
