@@ -2,15 +2,18 @@ package commandstore_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
 
 	"github.com/millrace/millrace/platform/cloudevents"
+	"github.com/millrace/millrace/platform/commandstore"
 )
 
 // publishThenFail publishes every message and then reports failure for the
@@ -135,5 +138,52 @@ VALUES ('counters.events', 'old-1', '{"ce_type":"test.incremented.v1","ce_partit
 	}
 	if seq := got[1].Metadata.Get(cloudevents.Sequence); seq != "2" {
 		t.Errorf("new row's %s = %q, want 2 (the outbox's numbering goes on)", cloudevents.Sequence, seq)
+	}
+}
+
+// Workers sharing a data directory start together after an upgrade: each
+// opens the old outbox and migrates it; all of them must start, with one
+// outbox id.
+func TestStoresOpeningAnOldOutboxTogether(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "commands.db")
+	if _, err := openDB(t, path).ExecContext(ctx, `
+CREATE TABLE outbox (
+	seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+	topic      TEXT NOT NULL,
+	message_id TEXT NOT NULL,
+	metadata   TEXT NOT NULL,
+	payload    BLOB NOT NULL,
+	created_at TEXT NOT NULL
+);`); err != nil {
+		t.Fatalf("write an outbox of the old shape: %v", err)
+	}
+	const workers = 4
+	dbs := make([]*sql.DB, workers) // a pool each, as processes of their own
+	for i := range dbs {
+		dbs[i] = openDB(t, path)
+	}
+	ids := make([]string, workers)
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for i := range workers {
+		wg.Go(func() {
+			s, err := commandstore.New(ctx, dbs[i])
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			ids[i] = s.OutboxID()
+			errs[i] = s.Close()
+		})
+	}
+	wg.Wait()
+	for i := range workers {
+		if errs[i] != nil {
+			t.Errorf("worker %d: %v", i, errs[i])
+		}
+		if ids[i] != ids[0] {
+			t.Errorf("worker %d sees outbox id %q, worker 0 %q", i, ids[i], ids[0])
+		}
 	}
 }

@@ -105,18 +105,29 @@ func New(ctx context.Context, db *sql.DB) (*Store, error) {
 	return s, nil
 }
 
-// migrate adds what older versions of the schema lack.
+// migrate adds what older versions of the schema lack, in one write
+// transaction, so that processes starting together on the same file (the
+// workers of a data directory, after an upgrade) take turns: the second
+// finds the column there.
 func migrate(ctx context.Context, db *sql.DB) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("migrate outbox: begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }() // a no-op after Commit
 	var has bool
-	if err := db.QueryRowContext(ctx,
+	if err := tx.QueryRowContext(ctx,
 		`SELECT EXISTS (SELECT 1 FROM pragma_table_info('outbox') WHERE name = 'sequenced')`).Scan(&has); err != nil {
-		return fmt.Errorf("read outbox columns: %w", err)
+		return fmt.Errorf("migrate outbox: read its columns: %w", err)
 	}
 	if has {
 		return nil
 	}
-	if _, err := db.ExecContext(ctx, addSequenced); err != nil {
-		return fmt.Errorf("add sequenced column to outbox: %w", err)
+	if _, err := tx.ExecContext(ctx, addSequenced); err != nil {
+		return fmt.Errorf("migrate outbox: add the sequenced column: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("migrate outbox: commit: %w", err)
 	}
 	return nil
 }
