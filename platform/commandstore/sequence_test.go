@@ -95,6 +95,18 @@ func TestRelayNumbersEventsOfItsOutbox(t *testing.T) {
 	}
 }
 
+// oldOutbox is the outbox table as versions of millrace before sequence
+// numbers made it.
+const oldOutbox = `
+CREATE TABLE outbox (
+	seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+	topic      TEXT NOT NULL,
+	message_id TEXT NOT NULL,
+	metadata   TEXT NOT NULL,
+	payload    BLOB NOT NULL,
+	created_at TEXT NOT NULL
+);`
+
 // An outbox written by a version of millrace without sequence numbers may
 // hold rows that were published already, without a number: published
 // again with one, they would look new to a consumer. They stay unnumbered
@@ -103,15 +115,7 @@ func TestRelayNumbersEventsOfItsOutbox(t *testing.T) {
 func TestOutboxFromBeforeSequencesKeepsOldRowsUnnumbered(t *testing.T) {
 	ctx := context.Background()
 	db := openDB(t, filepath.Join(t.TempDir(), "commands.db"))
-	if _, err := db.ExecContext(ctx, `
-CREATE TABLE outbox (
-	seq        INTEGER PRIMARY KEY AUTOINCREMENT,
-	topic      TEXT NOT NULL,
-	message_id TEXT NOT NULL,
-	metadata   TEXT NOT NULL,
-	payload    BLOB NOT NULL,
-	created_at TEXT NOT NULL
-);
+	if _, err := db.ExecContext(ctx, oldOutbox+`
 INSERT INTO outbox (topic, message_id, metadata, payload, created_at)
 VALUES ('counters.events', 'old-1', '{"ce_type":"test.incremented.v1","ce_partitionkey":"c1"}', '{"counter_id":"c1","n":1}', '2026-11-25T10:00:00.000000000Z');`); err != nil {
 		t.Fatalf("write an outbox of the old shape: %v", err)
@@ -147,15 +151,7 @@ VALUES ('counters.events', 'old-1', '{"ce_type":"test.incremented.v1","ce_partit
 func TestStoresOpeningAnOldOutboxTogether(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "commands.db")
-	if _, err := openDB(t, path).ExecContext(ctx, `
-CREATE TABLE outbox (
-	seq        INTEGER PRIMARY KEY AUTOINCREMENT,
-	topic      TEXT NOT NULL,
-	message_id TEXT NOT NULL,
-	metadata   TEXT NOT NULL,
-	payload    BLOB NOT NULL,
-	created_at TEXT NOT NULL
-);`); err != nil {
+	if _, err := openDB(t, path).ExecContext(ctx, oldOutbox); err != nil {
 		t.Fatalf("write an outbox of the old shape: %v", err)
 	}
 	const workers = 4
