@@ -70,6 +70,52 @@ const (
 	KafkaOffset    = "x-kafka-offset"
 )
 
+// Key is the metadata key of a Kafka header name: the constant of this
+// package for the names millrace writes and reads, so that a consumer turns
+// a record's headers into metadata without allocating a string per name,
+// and a copy for any other name.
+func Key(k []byte) string {
+	switch string(k) {
+	case ID:
+		return ID
+	case Type:
+		return Type
+	case Source:
+		return Source
+	case SpecVersion:
+		return SpecVersion
+	case Time:
+		return Time
+	case Subject:
+		return Subject
+	case ContentType:
+		return ContentType
+	case PartitionKey:
+		return PartitionKey
+	case CausationID:
+		return CausationID
+	case CorrelationID:
+		return CorrelationID
+	case RequestHash:
+		return RequestHash
+	case OutboxID:
+		return OutboxID
+	case Sequence:
+		return Sequence
+	case Traceparent:
+		return Traceparent
+	case Tracestate:
+		return Tracestate
+	case KafkaTopic:
+		return KafkaTopic
+	case KafkaPartition:
+		return KafkaPartition
+	case KafkaOffset:
+		return KafkaOffset
+	}
+	return string(k)
+}
+
 // TransportKeys lists the metadata keys that are local to one process and
 // must not travel as headers.
 func TransportKeys() []string { return []string{KafkaTopic, KafkaPartition, KafkaOffset} }

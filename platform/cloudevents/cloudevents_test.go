@@ -90,3 +90,25 @@ func TestUnmarshal(t *testing.T) {
 		})
 	}
 }
+
+func TestKeyInternsKnownNames(t *testing.T) {
+	names := []string{cloudevents.ID, cloudevents.Type, cloudevents.Source, cloudevents.SpecVersion, cloudevents.Time,
+		cloudevents.Subject, cloudevents.ContentType, cloudevents.PartitionKey, cloudevents.CausationID,
+		cloudevents.CorrelationID, cloudevents.RequestHash, cloudevents.OutboxID, cloudevents.Sequence,
+		cloudevents.Traceparent, cloudevents.Tracestate, cloudevents.KafkaTopic, cloudevents.KafkaPartition,
+		cloudevents.KafkaOffset, "ce_authid", "x-custom"}
+	for _, name := range names {
+		b := []byte(name)
+		got := cloudevents.Key(b)
+		if got != name {
+			t.Errorf("Key(%q) = %q", name, got)
+		}
+		b[0] = '#' // the key must not share the header's bytes
+		if got != name {
+			t.Errorf("Key(%q) changed with the header's bytes: %q", name, got)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = cloudevents.Key([]byte(cloudevents.Traceparent)) }); n != 0 {
+		t.Errorf("Key of a known name allocates %.0f times, want 0", n)
+	}
+}

@@ -184,7 +184,7 @@ func (Marshaler) Unmarshal(rec *sarama.ConsumerMessage) (*message.Message, error
 		if h == nil || len(h.Key) == 0 {
 			continue
 		}
-		md[headerKey(h.Key)] = all[at : at+len(h.Value)]
+		md[cloudevents.Key(h.Key)] = all[at : at+len(h.Value)]
 		at += len(h.Value)
 	}
 	if useKey {
@@ -204,50 +204,6 @@ func (Marshaler) Unmarshal(rec *sarama.ConsumerMessage) (*message.Message, error
 	msg := message.NewMessage(id, rec.Value)
 	msg.Metadata = md
 	return msg, nil
-}
-
-// headerKey is the metadata key of a header name: a constant for the names
-// millrace writes and reads (no allocation), a copy for any other.
-func headerKey(k []byte) string {
-	switch string(k) {
-	case cloudevents.ID:
-		return cloudevents.ID
-	case cloudevents.Type:
-		return cloudevents.Type
-	case cloudevents.Source:
-		return cloudevents.Source
-	case cloudevents.SpecVersion:
-		return cloudevents.SpecVersion
-	case cloudevents.Time:
-		return cloudevents.Time
-	case cloudevents.Subject:
-		return cloudevents.Subject
-	case cloudevents.ContentType:
-		return cloudevents.ContentType
-	case cloudevents.PartitionKey:
-		return cloudevents.PartitionKey
-	case cloudevents.CausationID:
-		return cloudevents.CausationID
-	case cloudevents.CorrelationID:
-		return cloudevents.CorrelationID
-	case cloudevents.RequestHash:
-		return cloudevents.RequestHash
-	case cloudevents.OutboxID:
-		return cloudevents.OutboxID
-	case cloudevents.Sequence:
-		return cloudevents.Sequence
-	case cloudevents.Traceparent:
-		return cloudevents.Traceparent
-	case cloudevents.Tracestate:
-		return cloudevents.Tracestate
-	case cloudevents.KafkaTopic:
-		return cloudevents.KafkaTopic
-	case cloudevents.KafkaPartition:
-		return cloudevents.KafkaPartition
-	case cloudevents.KafkaOffset:
-		return cloudevents.KafkaOffset
-	}
-	return string(k)
 }
 
 // Position returns where a consumed message was read from, as set by
