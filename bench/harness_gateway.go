@@ -31,9 +31,9 @@ func startBroker(ctx context.Context, cfg Config, name string) (*brokerProc, err
 	if err != nil {
 		return nil, err
 	}
-	data := filepath.Join(cfg.WorkDir, name+"-data")
-	if err := os.RemoveAll(data); err != nil {
-		return nil, fmt.Errorf("clear %s: %w", data, err)
+	data, err := emptyDataDir(cfg, name)
+	if err != nil {
+		return nil, err
 	}
 	p, err := startProc(name, cfg.WorkDir, cfg.Millrace, []string{
 		"broker", "--brokers", "1", "--addr", addr, "--data-dir", data, "--log-level", "warn",

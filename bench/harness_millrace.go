@@ -33,6 +33,16 @@ func freeAddr() (string, error) {
 	return addr, ln.Close()
 }
 
+// emptyDataDir returns the data directory of the server name, under the
+// work directory, emptied of what an earlier run left.
+func emptyDataDir(cfg Config, name string) (string, error) {
+	data := filepath.Join(cfg.WorkDir, name+"-data")
+	if err := os.RemoveAll(data); err != nil {
+		return "", fmt.Errorf("clear %s: %w", data, err)
+	}
+	return data, nil
+}
+
 // startMillrace starts `millrace dev` on an empty data directory, with its
 // broker embedded, both on free loopback ports. It returns at once; use
 // firstAccepted or waitLine to know when it serves.
@@ -45,9 +55,9 @@ func startMillrace(cfg Config, name string) (*millraceDev, error) {
 	if err != nil {
 		return nil, err
 	}
-	data := filepath.Join(cfg.WorkDir, name+"-data")
-	if err := os.RemoveAll(data); err != nil {
-		return nil, fmt.Errorf("clear %s: %w", data, err)
+	data, err := emptyDataDir(cfg, name)
+	if err != nil {
+		return nil, err
 	}
 	p, err := startProc(name, cfg.WorkDir, cfg.Millrace, []string{
 		"dev", "--data-dir", data, "--http-addr", httpAddr, "--kafka-addr", kafkaAddr, "--log-level", "warn",

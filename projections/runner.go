@@ -492,10 +492,11 @@ func (r *Runner) prepare(msgs []*message.Message) ([]prepared, error) {
 // timeout, which polls.
 //
 // Within the transaction it sorts the messages out first (redeliveries,
-// skipped types, malformed events), then records the event ids of the rest
-// (see recordIDs), then applies those not applied before, in log order, and
-// stores one position per partition: fewer, larger statements than one
-// message after the other, with the same outcome.
+// skipped types, malformed events), then leaves out the events applied
+// before (see dedupe), applies the rest in log order, and stores one
+// position per partition and one sequence per outbox and partition: fewer,
+// larger statements than one message after the other, with the same
+// outcome.
 func (r *Runner) applyInTx(ctx context.Context, msgs []*message.Message, skipMalformed bool) (int, error) {
 	items, err := r.prepare(msgs)
 	if err != nil {

@@ -23,20 +23,10 @@ import (
 // (the insert does nothing, the updates after it apply), re-published
 // events (same id and time at a new offset), cancellations after payment.
 func TestApplyBatchEqualsApply(t *testing.T) {
-	tests := []struct {
-		name    string
-		seed    uint64
-		batches []int // batch sizes, cycled
-	}{
-		{name: "one batch", seed: 1, batches: []int{100000}},
-		{name: "batches of 7", seed: 2, batches: []int{7}},
-		{name: "batches of 1, 2, 3 and 50", seed: 3, batches: []int{1, 2, 3, 50}},
-		{name: "batches of 64 and 65 (statement sizes)", seed: 4, batches: []int{64, 65, 129}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			log := orderLog(t, tt.seed, 600)
-			projectiontest.ApplyBatchEqualsApply(t, func(db *sql.DB) projections.Projection { return orders.New(db) }, log, tt.batches, "orders", "users")
+	for _, tt := range projectiontest.BatchCases() {
+		t.Run(tt.Name, func(t *testing.T) {
+			log := orderLog(t, tt.Seed, 600)
+			projectiontest.ApplyBatchEqualsApply(t, func(db *sql.DB) projections.Projection { return orders.New(db) }, log, tt.Batches, "orders", "users")
 		})
 	}
 }

@@ -186,6 +186,26 @@ func FirstDiff(got, want []string) string {
 	return "none"
 }
 
+// BatchCase is a way of cutting a log into batches for ApplyBatchEqualsApply,
+// with the seed of the random log it is tried on.
+type BatchCase struct {
+	Name    string
+	Seed    uint64
+	Batches []int // batch sizes, cycled
+}
+
+// BatchCases are the cuts every BatchApplier is checked with: the whole log
+// at once, small batches, sizes that put an aggregate's events on both
+// sides of a cut, and sizes around Tx.ExecRows's statement sizes.
+func BatchCases() []BatchCase {
+	return []BatchCase{
+		{Name: "one batch", Seed: 1, Batches: []int{100000}},
+		{Name: "batches of 7", Seed: 2, Batches: []int{7}},
+		{Name: "batches of 1, 2, 3 and 50", Seed: 3, Batches: []int{1, 2, 3, 50}},
+		{Name: "batches of 64 and 65 (statement sizes)", Seed: 4, Batches: []int{64, 65, 129}},
+	}
+}
+
 // applyOnly is a projection without its batch form: a runner calls Apply
 // once per event.
 type applyOnly struct{ projections.Projection }

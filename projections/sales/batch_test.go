@@ -24,19 +24,10 @@ import (
 // currencies (the first currency is the one its refund uses), cancellations
 // of unpaid orders, and re-published events (same id, new offset).
 func TestApplyBatchEqualsApply(t *testing.T) {
-	for _, tt := range []struct {
-		name    string
-		seed    uint64
-		batches []int
-	}{
-		{"one batch", 1, []int{100000}},
-		{"batches of 7", 2, []int{7}},
-		{"batches of 1, 2, 3 and 50", 3, []int{1, 2, 3, 50}},
-		{"batches of 64 and 65 (statement sizes)", 4, []int{64, 65, 129}},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			log := salesLog(t, tt.seed, 800)
-			projectiontest.ApplyBatchEqualsApply(t, func(db *sql.DB) projections.Projection { return sales.New(db) }, log, tt.batches, "days", "paid")
+	for _, tt := range projectiontest.BatchCases() {
+		t.Run(tt.Name, func(t *testing.T) {
+			log := salesLog(t, tt.Seed, 800)
+			projectiontest.ApplyBatchEqualsApply(t, func(db *sql.DB) projections.Projection { return sales.New(db) }, log, tt.Batches, "days", "paid")
 		})
 	}
 }
